@@ -1,0 +1,19 @@
+"""``manage.py seed_demo``: demo users (one per role), tenants and two rollouts. Idempotent."""
+
+from django.core.management.base import BaseCommand
+
+from rollout.demo import seed_demo
+
+
+class Command(BaseCommand):
+    help = "Load demo users, tenants and rollouts (idempotent: a second run changes nothing)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--password", default="demo", help="Password of the demo users (default: demo).")
+
+    def handle(self, *args, password: str, **options):
+        result = seed_demo(password=password)
+        self.stdout.write(self.style.SUCCESS(result.summary()))
+        self.stdout.write("Demo logins (username / password):")
+        for username in result.usernames:
+            self.stdout.write(f"  {username:<22} {password}")

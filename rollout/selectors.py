@@ -1,0 +1,284 @@
+"""Reads for the rollout pages, each with a fixed number of queries whatever the data size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.shortcuts import get_object_or_404
+
+from .models import (
+    ChecklistItem,
+    ChecklistKind,
+    Cohort,
+    Communication,
+    CommunicationKind,
+    EscalationContact,
+    FeatureFlag,
+    FlagExposure,
+    FlagKey,
+    Incident,
+    IncidentEvent,
+    IncidentStatus,
+    IncidentStep,
+    Phase,
+    PhaseFeedback,
+    PhaseStatus,
+    Rollout,
+    RolloutStatus,
+    Tenant,
+)
+from .services import TARGET_COMPLETED, next_target
+
+
+def rollout_list() -> QuerySet[Rollout]:
+    """Rollouts for the home page, with current phase, readiness and open incidents in SQL."""
+    active = Phase.objects.filter(rollout=OuterRef("pk"), status=PhaseStatus.ACTIVE)
+    return (
+        Rollout.objects.select_related("owner")
+        .annotate(
+            current_phase_kind=Subquery(active.values("kind")[:1]),
+            readiness_total=Count(
+                "checklist_items", filter=Q(checklist_items__kind=ChecklistKind.READINESS), distinct=True
+            ),
+            readiness_done=Count(
+                "checklist_items",
+                filter=Q(checklist_items__kind=ChecklistKind.READINESS, checklist_items__completed_at__isnull=False),
+                distinct=True,
+            ),
+            open_incidents=Count("incidents", filter=Q(incidents__status=IncidentStatus.OPEN), distinct=True),
+        )
+        .order_by("-created_at", "-id")
+    )
+
+
+def phase_label(kind: str | None) -> str:
+    return dict(Phase._meta.get_field("kind").choices).get(kind, "—") if kind else "—"
+
+
+def readiness_percent(done: int, total: int) -> int:
+    return round(100 * done / total) if total else 0
+
+
+@dataclass
+class FlagRow:
+    flag: FeatureFlag
+    cells: list[tuple[Cohort, int, int]]  # (cohort, tenants on, members)
+
+    @property
+    def is_kill_switch(self) -> bool:
+        return self.flag.key == FlagKey.AGENT_V1_FALLBACK
+
+
+@dataclass
+class RolloutDetail:
+    rollout: Rollout
+    phases: list[Phase]
+    current_phase: Phase | None
+    next_target: str | None
+    readiness: list[ChecklistItem]
+    exit_criteria: list[ChecklistItem]
+    cohorts: list[Cohort]
+    flag_rows: list[FlagRow]
+    kill_switch_on: int
+    member_count: int
+    communications: list[Communication]
+    open_incidents: list[Incident]
+    escalation: list[EscalationContact]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def readiness_done(self) -> int:
+        return sum(1 for i in self.readiness if i.is_done)
+
+    @property
+    def readiness_percent(self) -> int:
+        return readiness_percent(self.readiness_done, len(self.readiness))
+
+    @property
+    def exit_done(self) -> int:
+        return sum(1 for i in self.exit_criteria if i.is_done)
+
+    @property
+    def next_target_label(self) -> str | None:
+        if self.next_target == TARGET_COMPLETED:
+            return "Completed"
+        return phase_label(self.next_target) if self.next_target else None
+
+
+def _flag_rows(rollout: Rollout, flags: list[FeatureFlag], cohorts: list[Cohort]) -> tuple[list[FlagRow], int]:
+    on_counts: dict[tuple[int, int], int] = {}
+    rows = (
+        FlagExposure.objects.filter(flag__rollout=rollout, enabled=True, tenant__memberships__rollout=rollout)
+        .values_list("flag_id", "tenant__memberships__cohort_id")
+        .annotate(n=Count("id"))
+    )
+    for flag_id, cohort_id, n in rows:
+        on_counts[(flag_id, cohort_id)] = n
+    result = [
+        FlagRow(flag=f, cells=[(c, on_counts.get((f.pk, c.pk), 0), c.member_count) for c in cohorts]) for f in flags
+    ]
+    kill = next((r for r in result if r.is_kill_switch), None)
+    return result, sum(n for _, n, _ in kill.cells) if kill else 0
+
+
+def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
+    """The newest history records of the rollout and its parts, one query per tracked model."""
+    sources = [
+        (Rollout.history.filter(id=rollout.pk), "Rollout", lambda r: r.name),
+        (Phase.history.filter(rollout_id=rollout.pk), "Phase", lambda r: r.get_kind_display()),
+        (ChecklistItem.history.filter(rollout_id=rollout.pk), "Checklist item", lambda r: r.title),
+        (FlagExposure.history.filter(flag__rollout=rollout), "Flag exposure", lambda r: f"flag #{r.flag_id}"),
+        (Communication.history.filter(rollout_id=rollout.pk), "Communication", lambda r: r.title),
+        (Incident.history.filter(rollout_id=rollout.pk), "Incident", lambda r: r.title),
+        (Cohort.history.filter(rollout_id=rollout.pk), "Cohort", lambda r: r.name),
+    ]
+    entries = []
+    for qs, label, describe in sources:
+        for record in qs.select_related("history_user").order_by("-history_date", "-history_id")[:limit]:
+            entries.append(
+                {
+                    "at": record.history_date,
+                    "model": label,
+                    "object": describe(record),
+                    "type": {"+": "created", "~": "changed", "-": "deleted"}[record.history_type],
+                    "user": record.history_user.get_username() if record.history_user else "system",
+                    "reason": record.history_change_reason or "",
+                }
+            )
+    entries.sort(key=lambda e: e["at"], reverse=True)
+    return entries[:limit]
+
+
+def rollout_detail(slug: str) -> RolloutDetail:
+    rollout = get_object_or_404(Rollout.objects.select_related("owner"), slug=slug)
+    phases = list(rollout.phases.all())
+    current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
+    items = list(rollout.checklist_items.select_related("completed_by"))
+    cohorts = list(rollout.cohorts.annotate(member_count=Count("memberships")))
+    flags = list(rollout.flags.all())
+    flag_rows, kill_on = _flag_rows(rollout, flags, cohorts)
+    return RolloutDetail(
+        rollout=rollout,
+        phases=phases,
+        current_phase=current,
+        next_target=next_target(rollout, current),
+        readiness=[i for i in items if i.kind == ChecklistKind.READINESS],
+        exit_criteria=[i for i in items if i.kind == ChecklistKind.EXIT],
+        cohorts=cohorts,
+        flag_rows=flag_rows,
+        kill_switch_on=kill_on,
+        member_count=sum(c.member_count for c in cohorts),
+        communications=list(rollout.communications.select_related("author")[:10]),
+        open_incidents=list(rollout.incidents.filter(status=IncidentStatus.OPEN).select_related("phase")),
+        escalation=list(rollout.escalation_contacts.all()),
+        history=rollout_history(rollout),
+    )
+
+
+@dataclass
+class StatusPage:
+    rollout: Rollout
+    phases: list[Phase]
+    current_phase: Phase | None
+    next_phase: Phase | None
+    open_incidents: list[Incident]
+    status_updates: list[Communication]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.open_incidents and self.rollout.status != RolloutStatus.ROLLED_BACK
+
+
+def status_page(slug: str) -> StatusPage:
+    rollout = get_object_or_404(Rollout.objects.select_related("owner"), slug=slug)
+    phases = list(rollout.phases.all())
+    current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
+    pending = [p for p in phases if p.status == PhaseStatus.PENDING]
+    return StatusPage(
+        rollout=rollout,
+        phases=phases,
+        current_phase=current,
+        next_phase=pending[0] if pending else None,
+        open_incidents=list(rollout.incidents.filter(status=IncidentStatus.OPEN).select_related("phase")),
+        status_updates=list(
+            rollout.communications.filter(kind=CommunicationKind.STATUS_UPDATE, published_at__isnull=False)
+            .select_related("author")
+            .order_by("-published_at")[:5]
+        ),
+    )
+
+
+def phase_detail(slug: str, kind: str) -> tuple[Phase, QuerySet[PhaseFeedback]]:
+    phase = get_object_or_404(Phase.objects.select_related("rollout"), rollout__slug=slug, kind=kind)
+    return phase, phase.feedback.select_related("author").order_by("-created_at", "-id")
+
+
+def communications_for(rollout: Rollout) -> QuerySet[Communication]:
+    return rollout.communications.select_related("author").order_by("-created_at", "-id")
+
+
+def incident_detail(slug: str, pk: int) -> Incident:
+    return get_object_or_404(
+        Incident.objects.select_related("rollout", "phase", "opened_by", "closed_by", "retrospective").prefetch_related(
+            Prefetch("steps", queryset=IncidentStep.objects.select_related("done_by")),
+            Prefetch("events", queryset=IncidentEvent.objects.select_related("actor")),
+        ),
+        rollout__slug=slug,
+        pk=pk,
+    )
+
+
+def tenant_list() -> QuerySet[Tenant]:
+    return Tenant.objects.order_by("name")
+
+
+def desired_flag_state(rollout: Rollout) -> dict[str, Any]:
+    """The flags the configuration service should apply, per cohort and per tenant."""
+    cohorts = list(rollout.cohorts.prefetch_related("memberships__tenant"))
+    on = set(FlagExposure.objects.filter(flag__rollout=rollout, enabled=True).values_list("flag__key", "tenant_id"))
+    result = []
+    for cohort in cohorts:
+        tenants = []
+        for m in cohort.memberships.all():
+            tenants.append(
+                {
+                    "tenant": m.tenant.slug,
+                    "name": m.tenant.name,
+                    "flags": {key: (key, m.tenant_id) in on for key in FlagKey.values},
+                }
+            )
+        result.append({"cohort": cohort.kind, "name": cohort.name, "tenants": tenants})
+    return {"rollout": rollout.slug, "status": rollout.status, "cohorts": result}
+
+
+def prelaunch_draft(rollout: Rollout) -> tuple[str, str]:
+    """Title and Markdown body of a pre-launch announcement (playbook section 3)."""
+    phases = list(rollout.phases.all())
+    contacts = list(rollout.escalation_contacts.all())
+    lines = [
+        f"We are about to roll out **{rollout.name}**: the upgraded AI assistant on the ReAct + multi-agent stack.",
+        "",
+        "## Deployment calendar",
+        "",
+        "| Phase | Planned start |",
+        "|---|---|",
+        *[
+            f"| {p.get_kind_display()} | {p.planned_start:%Y-%m-%d} |"
+            if p.planned_start
+            else f"| {p.get_kind_display()} | to be scheduled |"
+            for p in phases
+        ],
+        "",
+        "## Expected impacts",
+        "",
+        rollout.expected_impacts.strip() or "_To be written._",
+        "",
+        "## Escalation matrix",
+        "",
+        "| Severity | Contact | Role | How |",
+        "|---|---|---|---|",
+        *[f"| {c.get_severity_display()} | {c.contact} | {c.role} | {c.channel} |" for c in contacts],
+    ]
+    return f"Pre-launch announcement: {rollout.name}", "\n".join(lines) + "\n"

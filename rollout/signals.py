@@ -1,0 +1,19 @@
+"""Signals through which the upper apps react to the rollout core.
+
+``rollout`` imports neither ``evaluations`` nor ``governance``: they connect
+to these instead.
+"""
+
+import django.dispatch
+
+# Sent inside the creating transaction: receivers add their defaults (success criteria).
+rollout_created = django.dispatch.Signal()  # rollout, actor, reason
+# Sent inside the transaction that changed the plan: governance supersedes sign-offs.
+plan_changed = django.dispatch.Signal()  # rollout, actor, reason
+# Sent on commit of a rollback: notifications.
+rollout_rolled_back = django.dispatch.Signal()  # incident_id
+# A view was refused (403): governance records it in the audit ledger.
+access_denied = django.dispatch.Signal()  # request
+# Page extension points: receivers return {"template": name, **context} or None.
+home_panels = django.dispatch.Signal()  # request
+rollout_panels = django.dispatch.Signal()  # request, rollout

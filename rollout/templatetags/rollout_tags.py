@@ -1,0 +1,67 @@
+"""Template helpers shared by every app's pages: safe Markdown and state badges."""
+
+from __future__ import annotations
+
+import markdown as md
+import nh3
+from django import template
+from django.utils.safestring import mark_safe
+
+register = template.Library()
+
+_BADGE = {
+    # rollout and phase states
+    "draft": "secondary",
+    "pending": "secondary",
+    "in_progress": "primary",
+    "active": "primary",
+    "completed": "success",
+    "rolled_back": "danger",
+    "cancelled": "dark",
+    # incidents and requests
+    "open": "warning",
+    "closed": "success",
+    "approved": "success",
+    "rejected": "danger",
+    "applied": "success",
+    "superseded": "secondary",
+    # evaluation verdicts and gates
+    "pass": "success",
+    "fail": "danger",
+    "improved": "success",
+    "regressed": "danger",
+    "no clear change": "secondary",
+    "not enough data": "light",
+    # guardrail mode, severities
+    "observe": "info",
+    "enforce": "success",
+    "low": "secondary",
+    "medium": "info",
+    "high": "warning",
+    "critical": "danger",
+}
+
+
+@register.filter
+def badge_class(value) -> str:
+    return "text-bg-" + _BADGE.get(str(value), "secondary")
+
+
+@register.inclusion_tag("partials/badge.html")
+def badge(value, label=None):
+    return {"value": value, "label": label or str(value).replace("_", " "), "css": badge_class(value)}
+
+
+@register.filter(name="markdown")
+def render_markdown(text: str) -> str:
+    """Markdown to HTML, then sanitised with nh3 so a body cannot carry script or handlers."""
+    html = md.markdown(text or "", extensions=["extra", "sane_lists"], output_format="html")
+    return mark_safe(nh3.clean(html, link_rel="noopener noreferrer"))  # noqa: S308 - nh3 sanitised it
+
+
+@register.simple_tag(takes_context=True)
+def page_url(context, page_number) -> str:
+    """The current URL with ``page`` replaced, keeping the filters."""
+    query = context["request"].GET.copy()
+    query["page"] = page_number
+    return "?" + query.urlencode()

@@ -1,0 +1,87 @@
+"""Shared fixtures and the rules for tests that need PostgreSQL or Redis.
+
+A test marked ``postgres`` or ``redis`` is skipped locally when the service is
+not configured, and fails (never skips) in CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group
+
+from rollout.roles import Role
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _redis_available() -> bool:
+    url = os.environ.get("REDIS_URL") or ""
+    if not url.startswith("redis"):
+        return False
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    missing = []
+    if item.get_closest_marker("postgres") and not settings.USING_POSTGRES:
+        missing.append("PostgreSQL (set DATABASE_URL=postgres://...)")
+    if item.get_closest_marker("redis") and not _redis_available():
+        missing.append("Redis (set REDIS_URL / CELERY_BROKER_URL=redis://...)")
+    if missing:
+        message = "needs " + " and ".join(missing)
+        if IN_CI:
+            pytest.fail(f"{message}: in CI this is a failure, not a skip", pytrace=False)
+        pytest.skip(message)
+
+
+def make_user(username: str, *roles: str, **extra):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username=username, password="pw", **extra)
+    if roles:
+        user.groups.add(*Group.objects.filter(name__in=[str(r) for r in roles]))
+    return user
+
+
+@pytest.fixture
+def users(db) -> dict[str, object]:
+    """One user per role, named after the role's group."""
+    return {role.value: make_user(role.value, role.value) for role in Role}
+
+
+@pytest.fixture
+def admin_user_(users):
+    return users[Role.ROLLOUT_ADMIN]
+
+
+@pytest.fixture
+def tenants(db):
+    from tests.factories import default_tenants
+
+    return default_tenants()
+
+
+@pytest.fixture
+def rollout(users, tenants):
+    from rollout.services import rollout_create_from_playbook
+
+    return rollout_create_from_playbook(name="ReAct rollout", owner=users[Role.ROLLOUT_ADMIN])
+
+
+@pytest.fixture
+def client_for(client, users):
+    """``client_for("auditor")`` gives a test client logged in as that role's user."""
+
+    def login(role: str):
+        client.force_login(users[str(role)])
+        return client
+
+    return login
