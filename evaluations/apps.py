@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class EvaluationsConfig(AppConfig):
     name = "evaluations"
     verbose_name = "Evaluations"
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401

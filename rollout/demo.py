@@ -159,7 +159,7 @@ def _second_rollout(users: dict, result: SeedResult) -> None:
 
 
 @transaction.atomic
-def seed_demo(*, password: str = "demo") -> SeedResult:
+def seed_demo(*, password: str = "demo") -> SeedResult:  # noqa: S107 - demo logins
     result = SeedResult()
     users = _users(password, result)
     _tenants(result)

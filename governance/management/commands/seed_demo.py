@@ -1,4 +1,7 @@
-"""``manage.py seed_demo``: demo users (one per role), tenants and two rollouts. Idempotent."""
+"""``manage.py seed_demo``: demo users (one per role), tenants, rollouts and their records. Idempotent.
+
+It lives in the top app so it can lay down every app's demo data in order.
+"""
 
 from django.core.management.base import BaseCommand
 
