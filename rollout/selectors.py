@@ -129,7 +129,11 @@ def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
         (Rollout.history.filter(id=rollout.pk), "Rollout", lambda r: r.name),
         (Phase.history.filter(rollout_id=rollout.pk), "Phase", lambda r: r.get_kind_display()),
         (ChecklistItem.history.filter(rollout_id=rollout.pk), "Checklist item", lambda r: r.title),
-        (FlagExposure.history.filter(flag__rollout=rollout), "Flag exposure", lambda r: f"flag #{r.flag_id}"),
+        (
+            FlagExposure.history.filter(flag__rollout=rollout).select_related("flag", "tenant"),
+            "Flag exposure",
+            lambda r: f"{r.flag.key} {'on' if r.enabled else 'off'} for {r.tenant.name}",
+        ),
         (Communication.history.filter(rollout_id=rollout.pk), "Communication", lambda r: r.title),
         (Incident.history.filter(rollout_id=rollout.pk), "Incident", lambda r: r.title),
         (Cohort.history.filter(rollout_id=rollout.pk), "Cohort", lambda r: r.name),
