@@ -348,7 +348,10 @@ def escalation_edit(request: HttpRequest, slug: str) -> HttpResponse:
         {"severity": c.severity, "contact": c.contact, "role": c.role, "channel": c.channel}
         for c in rollout.escalation_contacts.all()
     ]
-    formset = EscalationFormSet(request.POST or None, initial=initial, prefix="rows")
+    # Initial rows only on GET: on POST every submitted row is the new matrix (rows are replaced, not diffed).
+    formset = EscalationFormSet(
+        request.POST or None, initial=None if request.method == "POST" else initial, prefix="rows"
+    )
     reason_form = ReasonForm(request.POST or None)
     if request.method == "POST" and formset.is_valid() and reason_form.is_valid():
         rows = [
