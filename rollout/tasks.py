@@ -1,0 +1,28 @@
+"""Celery tasks of the rollout core: notifications. Thin, by id, safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from . import notifications
+from .context import Actor, acting_as
+from .models import DeliveryStatus
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def send_rollback_email(incident_id: int) -> int:
+    with acting_as(Actor(kind="task", name="rollout.send_rollback_email")):
+        return notifications.send_rollback_email(incident_id=incident_id)
+
+
+@shared_task(bind=True, ignore_result=True, soft_time_limit=60, time_limit=90, max_retries=None)
+def deliver_webhook(self, delivery_id: int) -> str | None:
+    """One attempt per run; a failed attempt is retried with exponential backoff up to WEBHOOK_MAX_ATTEMPTS."""
+    with acting_as(Actor(kind="task", name="rollout.deliver_webhook")):
+        delivery = notifications.attempt_delivery(delivery_id=delivery_id)
+    if delivery is None:
+        return None
+    if delivery.status == DeliveryStatus.PENDING and delivery.attempt_count < settings.WEBHOOK_MAX_ATTEMPTS:
+        raise self.retry(countdown=notifications.retry_countdown(delivery.attempt_count))
+    return delivery.status
