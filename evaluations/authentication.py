@@ -67,6 +67,6 @@ class HasScope(BasePermission):
             return False
         scope = getattr(view, "required_scope", None)
         if scope and not token.has_scope(scope):
-            self.message = f"This token lacks the {scope!r} scope."
+            self.message = f"This token lacks the '{scope}' scope."
             return False
         return True

@@ -137,6 +137,7 @@ class IncidentStepAdmin(ReadOnlyHistoryAdmin):
 
 
 class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https", help_text="http(s) URL receiving the JSON body.")
     rotate_secret = forms.BooleanField(required=False, help_text="Generate a new signing secret (shown once).")
 
     class Meta:
