@@ -19,7 +19,7 @@ from tests.evaluations.conftest import run
 
 
 def reference_fires(breaches: list[bool], gaps: list[bool], required: int) -> list[int]:
-    """The spec, as plainly as it can be said: count consecutive breaches, reset on clean or gap, fire at ``required``."""
+    """The spec, said plainly: count consecutive breaches, reset on a clean item or a gap, fire at ``required``."""
     fires, streak = [], 0
     for index, (breach, gap) in enumerate(zip(breaches, gaps, strict=True)):
         if gap:
