@@ -76,8 +76,17 @@ class ApiTokenAdmin(ReadOnlyHistoryAdmin):
 
     list_display = ["name", "prefix", "scopes", "created_at", "expires_at", "revoked_at", "last_used_at"]
     list_filter = ["revoked_at"]
-    readonly_fields = ["name", "prefix", "scopes", "created_at", "created_by", "expires_at", "revoked_at",
-                       "revoked_by", "last_used_at"]  # fmt: skip
+    readonly_fields = [
+        "name",
+        "prefix",
+        "scopes",
+        "created_at",
+        "created_by",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+        "last_used_at",
+    ]
     exclude = ["token_hash"]
     actions = ["revoke"]
 

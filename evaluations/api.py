@@ -201,7 +201,7 @@ class GatesSerializer(serializers.Serializer):
             ),
         },
     )
-    no_trigger_fired_in_canary = inline_serializer("NoTriggerFiredInCanaryGate", _Passed)
+    no_trigger_fired_in_canary = inline_serializer("NoTriggerFiredInCanaryGate", dict(_Passed))
     ga_consecutive_runs = inline_serializer(
         "GaGate", {**_Passed, "required": serializers.IntegerField(), "streak": serializers.IntegerField()}
     )

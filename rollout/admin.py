@@ -204,8 +204,17 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_display = ["endpoint", "incident", "event", "status", "attempt_count", "created_at", "delivered_at"]
     list_filter = ["status"]
     list_select_related = ["endpoint", "incident"]
-    readonly_fields = ["endpoint", "incident", "delivery_id", "event", "body", "status", "attempt_count",
-                       "created_at", "delivered_at"]  # fmt: skip
+    readonly_fields = [
+        "endpoint",
+        "incident",
+        "delivery_id",
+        "event",
+        "body",
+        "status",
+        "attempt_count",
+        "created_at",
+        "delivered_at",
+    ]
     inlines = [WebhookAttemptInline]
 
     def has_add_permission(self, request, obj=None):

@@ -16,13 +16,17 @@ def send_rollback_email(incident_id: int) -> int:
         return notifications.send_rollback_email(incident_id=incident_id)
 
 
-@shared_task(bind=True, ignore_result=True, soft_time_limit=60, time_limit=90, max_retries=None)
-def deliver_webhook(self, delivery_id: int) -> str | None:
-    """One attempt per run; a failed attempt is retried with exponential backoff up to WEBHOOK_MAX_ATTEMPTS."""
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def deliver_webhook(delivery_id: int) -> str | None:
+    """One attempt per run; after a failed one the next is scheduled with exponential backoff.
+
+    The attempt count lives in the database (not in Celery's retry state), so a
+    redelivered or duplicated message never exceeds WEBHOOK_MAX_ATTEMPTS.
+    """
     with acting_as(Actor(kind="task", name="rollout.deliver_webhook")):
         delivery = notifications.attempt_delivery(delivery_id=delivery_id)
     if delivery is None:
         return None
     if delivery.status == DeliveryStatus.PENDING and delivery.attempt_count < settings.WEBHOOK_MAX_ATTEMPTS:
-        raise self.retry(countdown=notifications.retry_countdown(delivery.attempt_count))
+        deliver_webhook.apply_async((delivery_id,), countdown=notifications.retry_countdown(delivery.attempt_count))
     return delivery.status

@@ -34,10 +34,14 @@ def _ingest_values(canary, phase: str, arm: str, values: dict[str, list[float]])
 
 def test_deltas_equal_scipy_welch(canary):
     rng = random.Random(7)
-    base = {"task_success_rate": [rng.uniform(0.7, 0.85) for _ in range(9)],
-            "latency_p95_ms": [rng.gauss(1500, 80) for _ in range(9)]}  # fmt: skip
-    cand = {"task_success_rate": [rng.uniform(0.8, 0.95) for _ in range(13)],
-            "latency_p95_ms": [rng.gauss(1700, 150) for _ in range(13)]}  # fmt: skip
+    base = {
+        "task_success_rate": [rng.uniform(0.7, 0.85) for _ in range(9)],
+        "latency_p95_ms": [rng.gauss(1500, 80) for _ in range(9)],
+    }
+    cand = {
+        "task_success_rate": [rng.uniform(0.8, 0.95) for _ in range(13)],
+        "latency_p95_ms": [rng.gauss(1700, 150) for _ in range(13)],
+    }
     _ingest_values(canary, "canary", "baseline", base)
     _ingest_values(canary, "canary", "candidate", cand)
 
@@ -73,9 +77,12 @@ def test_missing_values_and_single_runs(canary):
     _ingest_values(canary, "canary", "baseline", {"cost_per_conversation_usd": [0.05, None, 0.07]})
     _ingest_values(canary, "canary", "candidate", {"cost_per_conversation_usd": [0.06]})
     m = next(
-        m for p in selectors.deltas(canary).phases if p.phase.kind == "canary" for m in p.metrics
+        m
+        for p in selectors.deltas(canary).phases
+        if p.phase.kind == "canary"
+        for m in p.metrics
         if m.spec.key == "cost_per_conversation_usd"
-    )  # fmt: skip
+    )
     assert (m.baseline.n, m.candidate.n) == (2, 1)
     assert m.baseline.mean == pytest.approx(0.06)
     assert m.baseline.sd == pytest.approx(np.std([0.05, 0.07], ddof=1), rel=1e-9)
@@ -118,8 +125,14 @@ def test_ga_gate_counts_the_last_passing_limited_beta_runs(canary, admin):
 
     advance_to(canary, "limited_beta", admin)
     entered = canary.phases.get(kind="limited_beta").entered_at
-    good = {"task_success_rate": 0.9, "guardrail_compensation_rate": 0.01, "latency_p95_ms": 1500.0,
-            "cost_per_conversation_usd": 0.05, "tool_call_accuracy": 0.95, "critic_revision_rate": 0.1}  # fmt: skip
+    good = {
+        "task_success_rate": 0.9,
+        "guardrail_compensation_rate": 0.01,
+        "latency_p95_ms": 1500.0,
+        "cost_per_conversation_usd": 0.05,
+        "tool_call_accuracy": 0.95,
+        "critic_revision_rate": 0.1,
+    }
     bad = {**good, "tool_call_accuracy": 0.5}
     metrics = [good, bad, good, good, good]
     services.ingest_runs(

@@ -74,8 +74,17 @@ def test_bad_token_requests_are_refused(kwargs, field):
 @pytest.mark.django_db
 def test_create_api_token_command_prints_the_token_once(client, rollout):
     out, err = StringIO(), StringIO()
-    call_command("create_api_token", "--name", "ci-harness", "--scopes", "ingest,read", "--expires-in-days", "30",
-                 stdout=out, stderr=err)  # fmt: skip
+    call_command(
+        "create_api_token",
+        "--name",
+        "ci-harness",
+        "--scopes",
+        "ingest,read",
+        "--expires-in-days",
+        "30",
+        stdout=out,
+        stderr=err,
+    )
     raw = out.getvalue().strip()
     token = ApiToken.objects.get(name="ci-harness")
     assert token.token_hash == services.hash_token(raw)

@@ -193,9 +193,14 @@ def test_firing_is_unique_on_its_run(canary):
     firing = services.evaluate_triggers(rollout_id=canary.pk)
     with pytest.raises(IntegrityError), transaction.atomic():
         TriggerFiring.objects.create(
-            rollout=canary, phase=firing.phase, trigger="guardrail", run=firing.run, streak=2, evidence=[],
+            rollout=canary,
+            phase=firing.phase,
+            trigger="guardrail",
+            run=firing.run,
+            streak=2,
+            evidence=[],
             fired_at=firing.fired_at,
-        )  # fmt: skip
+        )
 
 
 def test_after_resume_old_breaches_do_not_count(canary, admin):
