@@ -46,6 +46,7 @@ def run(args) -> dict:
     page = _time(client, f"/rollouts/{SLUG}/deltas/")
     _token, raw = api_token_create(name=f"bench-read-{time.time_ns()}", scopes=["read"], actor=None)
     api = _time(client, f"/api/v1/rollouts/{SLUG}/deltas/", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    runs_first = _time(client, f"/rollouts/{SLUG}/runs/")
     runs_page = _time(client, f"/rollouts/{SLUG}/runs/?arm=candidate&page=100")
     rollout_page = _time(client, f"/rollouts/{SLUG}/")
     return {
@@ -53,6 +54,7 @@ def run(args) -> dict:
         "runs": runs_now,
         "deltas_page": page,
         "deltas_api": api,
-        "runs_list_page_100": runs_page,
+        "runs_list_first_page": runs_first,
+        "runs_list_candidates_page_100": runs_page,
         "rollout_page_with_trigger_panel": rollout_page,
     }

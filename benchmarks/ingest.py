@@ -134,9 +134,17 @@ def run(args) -> dict:
     figures["duplicate_batch_seconds"] = round(time.perf_counter() - started, 3)
     assert len(result.duplicates) == BATCH
 
-    # What the worker does after each ingest: one evaluation over the active phase's candidate runs.
+    # What the worker does after each ingest: one evaluation over the active phase's candidate runs. The bench
+    # runs finished before the canary was entered a moment ago; move the entry back so all of them are in the window.
+    from rollout.models import Phase
+
+    Phase.objects.filter(rollout=rollout, kind="canary").update(entered_at=runs[0]["started_at"])
+    figures["runs_in_trigger_window"] = EvaluationRun.objects.filter(
+        rollout=rollout, phase__kind="canary", arm="candidate"
+    ).count()
     started = time.perf_counter()
-    services.evaluate_triggers(rollout_id=rollout.pk)
+    fired = services.evaluate_triggers(rollout_id=rollout.pk)
+    assert fired is None, "bench data must not fire a trigger"
     figures["trigger_evaluation_seconds"] = round(time.perf_counter() - started, 3)
     figures["api_max_body_bytes"] = settings.API_MAX_BODY_BYTES
     return figures

@@ -74,7 +74,7 @@ class ProblemSerializer(serializers.Serializer):
     )
 
 
-def _problems(*statuses: int) -> dict[int, OpenApiResponse]:
+def _problems(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
     text = {
         400: "Malformed JSON",
         401: "Missing, unknown, expired or revoked token",
@@ -86,9 +86,7 @@ def _problems(*statuses: int) -> dict[int, OpenApiResponse]:
         415: "Not JSON",
         422: "Validation failed; `errors` points at each bad field",
     }
-    return {
-        s: OpenApiResponse(ProblemSerializer, description=f"{text[s]} (application/problem+json)") for s in statuses
-    }
+    return {(s, "application/problem+json"): OpenApiResponse(ProblemSerializer, description=text[s]) for s in statuses}
 
 
 class IngestResultSerializer(serializers.Serializer):

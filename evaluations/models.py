@@ -124,6 +124,8 @@ class EvaluationRun(models.Model):
         indexes = [
             models.Index(fields=["rollout", "phase", "arm", "finished_at"], name="run_phase_arm_finished"),
             models.Index(fields=["finished_at"], name="run_finished"),
+            # The runs list: a rollout's runs, newest first.
+            models.Index(fields=["rollout", "finished_at", "id"], name="run_rollout_finished"),
         ]
 
     def __str__(self) -> str:

@@ -79,7 +79,8 @@ class StrictSerializer(serializers.Serializer):
 
 
 class MetricsSerializer(StrictSerializer):
-    """The metric catalogue; a metric a run did not measure is left out (or null)."""
+    """The metric catalogue (catalogue keys to numbers); a metric a run did not measure is left out or null.
+    Unknown keys are refused."""
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = {}
@@ -129,6 +130,8 @@ class OutputField(serializers.Field):
 
 
 class EvaluationRunInSerializer(StrictSerializer):
+    """One harness run on one arm in one phase (design section 4). Unknown keys are refused."""
+
     run_id = serializers.RegexField(
         RUN_ID_PATTERN,
         max_length=200,
@@ -167,10 +170,14 @@ class EvaluationRunInSerializer(StrictSerializer):
 
 
 class EvaluationRunBatchSerializer(StrictSerializer):
+    """1 to 500 runs, stored all or nothing."""
+
     runs = EvaluationRunInSerializer(many=True, min_length=1, max_length=MAX_RUNS_PER_REQUEST)
 
 
 class MonitoringSampleInSerializer(StrictSerializer):
+    """One monitoring interval's p95 latency and request count, for a phase that has started."""
+
     rollout = serializers.SlugField(max_length=80)
     phase = serializers.ChoiceField(choices=PhaseKind.choices, help_text="A phase that has started.")
     interval_start = AwareDateTimeField()
@@ -187,6 +194,8 @@ class MonitoringSampleInSerializer(StrictSerializer):
 
 
 class MonitoringSampleBatchSerializer(StrictSerializer):
+    """1 to 1,000 intervals, stored all or nothing."""
+
     samples = MonitoringSampleInSerializer(many=True, min_length=1, max_length=MAX_SAMPLES_PER_REQUEST)
 
 
@@ -210,3 +219,25 @@ def error_pointers(errors: Any, prefix: str = "") -> list[dict[str, str]]:
     elif errors:
         out.append({"pointer": prefix, "message": str(errors)})
     return out
+
+
+def openapi_postprocess(result: dict, generator, request, public) -> dict:
+    """drf-spectacular hook: say in the schema what the serializers enforce but drf-spectacular does not emit
+    (unknown keys refused; the batch sizes)."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for name in (
+        "EvaluationRunBatchRequest",
+        "EvaluationRunInRequest",
+        "MetricsRequest",
+        "MonitoringSampleBatchRequest",
+        "MonitoringSampleInRequest",
+    ):
+        if name in schemas:
+            schemas[name]["additionalProperties"] = False
+    for name, key, limit in (
+        ("EvaluationRunBatchRequest", "runs", MAX_RUNS_PER_REQUEST),
+        ("MonitoringSampleBatchRequest", "samples", MAX_SAMPLES_PER_REQUEST),
+    ):
+        if name in schemas:
+            schemas[name]["properties"][key].update(minItems=1, maxItems=limit)
+    return result

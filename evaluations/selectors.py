@@ -15,6 +15,7 @@ from typing import Any
 from django.db.models import (
     Avg,
     BigIntegerField,
+    BooleanField,
     Count,
     ExpressionWrapper,
     F,
@@ -116,7 +117,10 @@ def _scaled_threshold(threshold: Decimal) -> int:
 
 
 def _window_runs(phase: Phase) -> QuerySet[EvaluationRun]:
-    return EvaluationRun.objects.filter(phase=phase, arm=Arm.CANDIDATE, finished_at__gte=phase.entered_at)
+    # rollout_id leads the (rollout, phase, arm, finished_at) index.
+    return EvaluationRun.objects.filter(
+        rollout_id=phase.rollout_id, phase=phase, arm=Arm.CANDIDATE, finished_at__gte=phase.entered_at
+    )
 
 
 def _window_samples(phase: Phase) -> QuerySet[MonitoringSample]:
@@ -124,13 +128,8 @@ def _window_samples(phase: Phase) -> QuerySet[MonitoringSample]:
 
 
 def _clean_runs(runs: QuerySet[EvaluationRun], threshold: Decimal) -> QuerySet[EvaluationRun]:
-    """Runs whose compensations / conversations is at or below the threshold, in exact integer arithmetic."""
-    return runs.alias(
-        lhs=ExpressionWrapper(Cast("guardrail_compensations", BigIntegerField()) * 10000, BigIntegerField()),
-        rhs=ExpressionWrapper(
-            Cast("conversations", BigIntegerField()) * _scaled_threshold(threshold), BigIntegerField()
-        ),
-    ).filter(lhs__lte=F("rhs"))
+    """Runs whose compensations / conversations is at or below the threshold."""
+    return _with_breach_flag(runs, threshold).filter(breach=False)
 
 
 def run_evidence(run: Any) -> dict[str, Any]:
@@ -165,31 +164,60 @@ class FiringCandidate:
     sample_pk: int | None = None
 
 
+def _with_breach_flag(runs: QuerySet[EvaluationRun], threshold: Decimal) -> QuerySet[EvaluationRun]:
+    """Each run with ``breach``: compensations / conversations strictly above the threshold, exactly, in SQL."""
+    return runs.alias(
+        lhs=ExpressionWrapper(Cast("guardrail_compensations", BigIntegerField()) * 10000, BigIntegerField()),
+        rhs=ExpressionWrapper(
+            Cast("conversations", BigIntegerField()) * _scaled_threshold(threshold), BigIntegerField()
+        ),
+    ).annotate(breach=ExpressionWrapper(Q(lhs__gt=F("rhs")), output_field=BooleanField()))
+
+
 def pending_firings(rollout: Rollout, phase: Phase) -> list[FiringCandidate]:
     """Streaks of the active phase that reached their threshold and have no firing yet, oldest first.
 
     Scans the whole window (not just the latest streak), so a streak that was
     closed by a later clean run in the same batch, or while a task was lost,
-    still fires. Three queries.
+    still fires. The scan reads two or three small values per row; only the
+    runs and intervals of a streak that fires are loaded whole. At most five queries.
     """
     threshold = rollout.guardrail_compensation_threshold
-    runs = list(
-        _window_runs(phase)
-        .only("id", "run_id", "finished_at", "conversations", "guardrail_compensations")
-        .order_by("finished_at", "id")
+    sla = rollout.latency_sla_ms
+    run_flags = list(
+        _with_breach_flag(_window_runs(phase), threshold).order_by("finished_at", "id").values_list("pk", "breach")
     )
-    samples = list(
+    sample_flags = list(
         _window_samples(phase)
-        .only("id", "interval_start", "interval_end", "latency_p95_ms", "requests")
+        .annotate(breach=ExpressionWrapper(Q(latency_p95_ms__gt=sla), output_field=BooleanField()))
         .order_by("interval_start")
+        .values_list("pk", "interval_start", "interval_end", "breach")
     )
+    run_streaks = list(firing_points(run_flags, breached=lambda r: r[1], required=rollout.guardrail_breach_runs))
+    sample_streaks = list(
+        firing_points(
+            sample_flags,
+            breached=lambda s: s[3],
+            required=rollout.latency_breach_intervals,
+            contiguous=lambda a, b: b[1] == a[2],
+        )
+    )
+    if not run_streaks and not sample_streaks:
+        return []
+    fired = TriggerFiring.objects.filter(
+        Q(run_id__in=[streak[-1][0] for streak in run_streaks])
+        | Q(sample_id__in=[streak[-1][0] for streak in sample_streaks])
+    ).values_list("run_id", "sample_id")
+    fired_runs = {r for r, _ in fired if r}
+    fired_samples = {s for _, s in fired if s}
+    run_streaks = [s for s in run_streaks if s[-1][0] not in fired_runs]
+    sample_streaks = [s for s in sample_streaks if s[-1][0] not in fired_samples]
+    runs = EvaluationRun.objects.in_bulk([pk for streak in run_streaks for pk, _ in streak])
+    samples = MonitoringSample.objects.in_bulk([item[0] for streak in sample_streaks for item in streak])
     candidates: list[tuple[dt.datetime, FiringCandidate]] = []
     percent = f"{Decimal(threshold) * 100:.2f}%"
-    for streak in firing_points(
-        runs,
-        breached=lambda r: guardrail_breached(r.guardrail_compensations, r.conversations, threshold),
-        required=rollout.guardrail_breach_runs,
-    ):
+    for flags in run_streaks:
+        streak = [runs[pk] for pk, _ in flags]
         ids = ", ".join(r.run_id for r in streak)
         candidates.append(
             (
@@ -205,12 +233,8 @@ def pending_firings(rollout: Rollout, phase: Phase) -> list[FiringCandidate]:
                 ),
             )
         )
-    for streak in firing_points(
-        samples,
-        breached=lambda s: latency_breached(s.latency_p95_ms, rollout.latency_sla_ms),
-        required=rollout.latency_breach_intervals,
-        contiguous=_contiguous,
-    ):
+    for flags in sample_streaks:
+        streak = [samples[item[0]] for item in flags]
         candidates.append(
             (
                 streak[-1].interval_end,
@@ -219,26 +243,14 @@ def pending_firings(rollout: Rollout, phase: Phase) -> list[FiringCandidate]:
                     sample_pk=streak[-1].pk,
                     evidence=[sample_evidence(s) for s in streak],
                     reason=(
-                        f"p95 latency above the {rollout.latency_sla_ms} ms SLA for {len(streak)} consecutive "
+                        f"p95 latency above the {sla} ms SLA for {len(streak)} consecutive "
                         f"monitoring intervals ({streak[0].interval_start:%Y-%m-%d %H:%M} to "
                         f"{streak[-1].interval_end:%H:%M} UTC)."
                     ),
                 ),
             )
         )
-    if not candidates:
-        return []
-    fired = TriggerFiring.objects.filter(
-        Q(run_id__in=[c.run_pk for _, c in candidates if c.run_pk])
-        | Q(sample_id__in=[c.sample_pk for _, c in candidates if c.sample_pk])
-    ).values_list("run_id", "sample_id")
-    fired_runs = {r for r, _ in fired if r}
-    fired_samples = {s for _, s in fired if s}
-    return [
-        c
-        for _, c in sorted(candidates, key=lambda pair: pair[0])
-        if not (c.run_pk in fired_runs or c.sample_pk in fired_samples)
-    ]
+    return [c for _, c in sorted(candidates, key=lambda pair: pair[0])]
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,18 @@ def test_schema_and_docs_are_self_hosted(api, client_for, client):
     spec = schema.json()
     run_schema = spec["components"]["schemas"]["EvaluationRunInRequest"]
     assert set(run_schema["required"]) >= {"run_id", "rollout", "phase", "arm", "started_at", "finished_at"}
-    assert "422" in spec["paths"]["/api/v1/evaluation-runs/"]["post"]["responses"]
+    responses = spec["paths"]["/api/v1/evaluation-runs/"]["post"]["responses"]
+    assert set(responses) >= {"201", "400", "401", "403", "409", "413", "415", "422"}
+    assert list(responses["422"]["content"]) == ["application/problem+json"]
+    # The schema states the limits the service enforces.
+    batch = spec["components"]["schemas"]["EvaluationRunBatchRequest"]["properties"]["runs"]
+    assert (batch["minItems"], batch["maxItems"]) == (1, 500)
+    assert run_schema["properties"]["outputs"]["maxItems"] == 1000
+    metrics = spec["components"]["schemas"]["MetricsRequest"]["properties"]
+    from evaluations.models import METRIC_KEYS
+
+    assert list(metrics) == list(METRIC_KEYS)
+    assert metrics["task_success_rate"]["maximum"] == 1.0
     assert spec["components"]["securitySchemes"]["bearerToken"]["scheme"] == "bearer"
     assert client.get("/api/v1/schema/").status_code == 401
     docs = client_for(Role.AUDITOR).get("/api/v1/docs/").content.decode()
