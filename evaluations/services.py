@@ -21,9 +21,10 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from rollout.errors import ActionNotAllowed
 from rollout.history import delete_tracked, save_tracked
 from rollout.models import Cohort, IncidentKind, Phase, PhaseStatus, Rollout, RolloutStatus
-from rollout.services import _require_perm, rollout_rollback
+from rollout.services import rollout_rollback
 from rollout.signals import plan_changed
 
 from . import signals
@@ -420,6 +421,12 @@ def evaluate_triggers(*, rollout_id: int) -> TriggerFiring | None:
 
 
 # --- Success criteria ------------------------------------------------------------------
+
+
+def _require_perm(actor: Any, perm: str) -> None:
+    """Users need the permission; ``None`` is the system itself (tasks, commands, demo data)."""
+    if actor is not None and not actor.has_perm(perm):
+        raise ActionNotAllowed("Your roles do not allow this action.")
 
 
 @dataclass(frozen=True)

@@ -354,3 +354,13 @@ def test_unexpected_error_is_a_500_problem_and_nothing_stored(api, canary, monke
 def test_fake_payload_helper_is_not_needed():
     # The chunked tests build their own WSGI environ; FakePayload stays importable for other suites.
     assert FakePayload(b"x").read() == b"x"
+
+
+def test_the_api_needs_no_csrf_token_and_a_session_does_not_authenticate_it(canary, api, users):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    response = strict.post(URL, {"runs": [run(canary.slug)]}, content_type="application/json", **api.auth)
+    assert response.status_code == 201
+    strict.force_login(users["rollout-admin"])
+    assert_problem(strict.get("/api/v1/rollouts/"), 401, "not-authenticated")
