@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "simple_history",
     "rollout",
     "evaluations",
@@ -54,6 +55,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads a body: the API's size limit and problem+json errors.
+    "evaluations.problems.ApiProblemMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -190,7 +193,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The beat schedule is static and in UTC; each app adds its jobs here.
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    # Catches a lost evaluate_triggers task (the one scheduled on commit of every ingest).
+    "evaluations-sweep-triggers": {"task": "evaluations.tasks.sweep_triggers", "schedule": 300.0},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- REST API ----------------------------------------------------------------
@@ -200,6 +206,11 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bearer tokens only: the API never accepts a session, the pages never accept a token.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["evaluations.authentication.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["evaluations.authentication.HasScope"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "evaluations.problems.problem_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Rollout Governance Dashboard API",
@@ -207,7 +218,17 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "evaluations.schemas.openapi_postprocess",
+    ],
 }
+# The largest API body accepted (also for chunked bodies); 500 runs with their outputs fit.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 
 # --- History ---------------------------------------------------------------
 # Change reasons are the users' own words: keep them whole.
@@ -215,6 +236,16 @@ SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 
 # --- Product settings --------------------------------------------------------
 PAGE_SIZE = 25
+# Where links in notifications point (email, webhooks).
+DASHBOARD_URL = env.str("DASHBOARD_URL", default="http://127.0.0.1:8000")
+
+# --- Rollback notifications: outgoing webhooks -----------------------------------
+# Webhook signing secrets are encrypted at rest with a key derived from this.
+WEBHOOK_SECRET_KEY = env.str("WEBHOOK_SECRET_KEY", default="") or SECRET_KEY
+WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+# Backoff between attempts: base, 2 x base, 4 x base, ... seconds.
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
 
 # --- Logging -----------------------------------------------------------------
 LOGGING = {

@@ -6,4 +6,6 @@ class EvaluationsConfig(AppConfig):
     verbose_name = "Evaluations"
 
     def ready(self) -> None:
-        from . import receivers  # noqa: F401
+        from . import aggregates, receivers  # noqa: F401
+
+        aggregates.connect()

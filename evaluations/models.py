@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
@@ -123,6 +124,8 @@ class EvaluationRun(models.Model):
         indexes = [
             models.Index(fields=["rollout", "phase", "arm", "finished_at"], name="run_phase_arm_finished"),
             models.Index(fields=["finished_at"], name="run_finished"),
+            # The runs list: a rollout's runs, newest first.
+            models.Index(fields=["rollout", "finished_at", "id"], name="run_rollout_finished"),
         ]
 
     def __str__(self) -> str:
@@ -174,3 +177,94 @@ class MonitoringSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.phase} {self.interval_start:%Y-%m-%d %H:%M}"
+
+
+class TriggerKind(models.TextChoices):
+    GUARDRAIL = "guardrail", "Guardrail compensations"
+    LATENCY = "latency", "SLA latency"
+
+
+class TriggerFiring(models.Model):
+    """One firing of a rollback trigger, keyed to the run or interval at which its streak reached the threshold.
+
+    The unique constraints make a streak fire once, whoever evaluates it (the
+    task after an ingest, the periodic sweep, or both at once).
+    """
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.PROTECT, related_name="trigger_firings")
+    phase = models.ForeignKey(Phase, on_delete=models.PROTECT, related_name="trigger_firings")
+    trigger = models.CharField(max_length=20, choices=TriggerKind.choices)
+    run = models.ForeignKey(EvaluationRun, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    sample = models.ForeignKey(MonitoringSample, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    streak = models.PositiveSmallIntegerField(help_text="How many consecutive breaches made it fire.")
+    evidence = models.JSONField(help_text="The runs or intervals of the streak.")
+    incident = models.ForeignKey(
+        "rollout.Incident", on_delete=models.PROTECT, null=True, blank=True, related_name="trigger_firings"
+    )
+    fired_at = models.DateTimeField()
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run"], condition=Q(run__isnull=False), name="firing_once_per_run"),
+            models.UniqueConstraint(
+                fields=["sample"], condition=Q(sample__isnull=False), name="firing_once_per_sample"
+            ),
+            models.CheckConstraint(
+                condition=Q(trigger="guardrail", run__isnull=False, sample__isnull=True)
+                | Q(trigger="latency", run__isnull=True, sample__isnull=False),
+                name="firing_item_matches_trigger",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_trigger_display()} trigger fired {self.fired_at:%Y-%m-%d %H:%M}"
+
+
+class ApiScope(models.TextChoices):
+    INGEST = "ingest", "Ingest runs and monitoring samples"
+    READ = "read", "Read rollouts, gates, flags and deltas"
+
+
+class ApiToken(models.Model):
+    """A bearer token of the API. Only a SHA-256 digest is stored; the token is shown once, at creation.
+
+    Tokens are 256-bit random strings, so a fast unsalted digest is as safe to
+    store as a password hash would be, and it can be looked up by an index.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=12, help_text="The token's first characters, to recognise it.")
+    token_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list, help_text="Any of: ingest, read.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    # The digest and the last-use stamp stay out of the history (and so out of the ledger).
+    history = HistoricalRecords(excluded_fields=["token_hash", "last_used_at"])
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(revoked_at__isnull=True) | Q(revoked_at__gte=F("created_at")),
+                name="token_revoked_after_created",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or [])

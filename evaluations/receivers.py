@@ -1,11 +1,11 @@
-"""Receivers for the rollout core's signals."""
+"""Receivers for the rollout core's signals: default success criteria, and the rollout page's panel."""
 
 from __future__ import annotations
 
 from django.dispatch import receiver
 
 from rollout.history import save_tracked
-from rollout.signals import rollout_created
+from rollout.signals import rollout_created, rollout_panels
 
 from .models import DEFAULT_SUCCESS_CRITERIA, SuccessCriterion
 
@@ -19,3 +19,11 @@ def add_default_success_criteria(sender, rollout, actor, reason, **kwargs) -> No
             actor=actor,
             reason=reason,
         )
+
+
+@receiver(rollout_panels, dispatch_uid="evaluations.trigger_panel")
+def trigger_panel(sender, request, rollout, **kwargs) -> dict:
+    """Each trigger's live streak and threshold, the GA gate, and open incidents, on the rollout page."""
+    from .selectors import trigger_panel as build
+
+    return {"template": "evaluations/_panel_triggers.html", **build(rollout).__dict__}

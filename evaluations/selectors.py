@@ -1,12 +1,63 @@
-"""Reads over evaluation runs: gates first (the governance app reads them)."""
+"""Reads over evaluation data, each with a fixed number of queries whatever the data size.
+
+Gates first (the governance app reads ``ga_gate``), then triggers, deltas, runs
+and the per-rollout gate summary the API serves.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
-from rollout.models import PhaseKind, Rollout
+from django.db.models import (
+    Avg,
+    BigIntegerField,
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import Cast, TruncDay, TruncHour
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
-from .models import Arm, EvaluationRun, SuccessCriterion
+from rollout.models import (
+    PHASE_SEQUENCE,
+    ChecklistKind,
+    Incident,
+    IncidentStatus,
+    Phase,
+    PhaseKind,
+    PhaseStatus,
+    Rollout,
+)
+
+from .aggregates import SampleVariance
+from .models import (
+    METRIC_KEYS,
+    METRICS,
+    Arm,
+    EvaluationRun,
+    MetricSpec,
+    MonitoringSample,
+    RunOutput,
+    SuccessCriterion,
+    TriggerFiring,
+    TriggerKind,
+)
+from .stats import ArmStats, Comparison, welch
+from .triggers import current_streak, firing_points, guardrail_breached, latency_breached
+
+# --- GA gate ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -53,3 +104,482 @@ def ga_gate(rollout: Rollout) -> GaGate:
             break
         streak += 1
     return GaGate(required=required, streak=streak, checks=checks)
+
+
+# --- Rollback triggers -------------------------------------------------------------------
+# A trigger looks at the active phase since it was (last) entered: a phase
+# resumed after a rollback starts with fresh streaks.
+
+
+def _scaled_threshold(threshold: Decimal) -> int:
+    # The threshold has four decimals (a DecimalField), so the comparison can be exact in integers.
+    return int(Decimal(threshold).scaleb(4))
+
+
+def _window_runs(phase: Phase) -> QuerySet[EvaluationRun]:
+    # rollout_id leads the (rollout, phase, arm, finished_at) index.
+    return EvaluationRun.objects.filter(
+        rollout_id=phase.rollout_id, phase=phase, arm=Arm.CANDIDATE, finished_at__gte=phase.entered_at
+    )
+
+
+def _window_samples(phase: Phase) -> QuerySet[MonitoringSample]:
+    return MonitoringSample.objects.filter(phase=phase, interval_end__gt=phase.entered_at)
+
+
+def _clean_runs(runs: QuerySet[EvaluationRun], threshold: Decimal) -> QuerySet[EvaluationRun]:
+    """Runs whose compensations / conversations is at or below the threshold."""
+    return _with_breach_flag(runs, threshold).filter(breach=False)
+
+
+def run_evidence(run: Any) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "finished_at": run.finished_at.isoformat(),
+        "conversations": run.conversations,
+        "guardrail_compensations": run.guardrail_compensations,
+        "compensation_rate": round(run.guardrail_compensations / run.conversations, 6),
+    }
+
+
+def sample_evidence(sample: Any) -> dict[str, Any]:
+    return {
+        "interval_start": sample.interval_start.isoformat(),
+        "interval_end": sample.interval_end.isoformat(),
+        "latency_p95_ms": sample.latency_p95_ms,
+        "requests": sample.requests,
+    }
+
+
+def _contiguous(previous: MonitoringSample, item: MonitoringSample) -> bool:
+    return item.interval_start == previous.interval_end
+
+
+@dataclass(frozen=True)
+class FiringCandidate:
+    trigger: str
+    evidence: list[dict[str, Any]]
+    reason: str
+    run_pk: int | None = None
+    sample_pk: int | None = None
+
+
+def _with_breach_flag(runs: QuerySet[EvaluationRun], threshold: Decimal) -> QuerySet[EvaluationRun]:
+    """Each run with ``breach``: compensations / conversations strictly above the threshold, exactly, in SQL."""
+    return runs.alias(
+        lhs=ExpressionWrapper(Cast("guardrail_compensations", BigIntegerField()) * 10000, BigIntegerField()),
+        rhs=ExpressionWrapper(
+            Cast("conversations", BigIntegerField()) * _scaled_threshold(threshold), BigIntegerField()
+        ),
+    ).annotate(breach=ExpressionWrapper(Q(lhs__gt=F("rhs")), output_field=BooleanField()))
+
+
+def pending_firings(rollout: Rollout, phase: Phase) -> list[FiringCandidate]:
+    """Streaks of the active phase that reached their threshold and have no firing yet, oldest first.
+
+    Scans the whole window (not just the latest streak), so a streak that was
+    closed by a later clean run in the same batch, or while a task was lost,
+    still fires. The scan reads two or three small values per row; only the
+    runs and intervals of a streak that fires are loaded whole. At most five queries.
+    """
+    threshold = rollout.guardrail_compensation_threshold
+    sla = rollout.latency_sla_ms
+    run_flags = list(
+        _with_breach_flag(_window_runs(phase), threshold).order_by("finished_at", "id").values_list("pk", "breach")
+    )
+    sample_flags = list(
+        _window_samples(phase)
+        .annotate(breach=ExpressionWrapper(Q(latency_p95_ms__gt=sla), output_field=BooleanField()))
+        .order_by("interval_start")
+        .values_list("pk", "interval_start", "interval_end", "breach")
+    )
+    run_streaks = list(firing_points(run_flags, breached=lambda r: r[1], required=rollout.guardrail_breach_runs))
+    sample_streaks = list(
+        firing_points(
+            sample_flags,
+            breached=lambda s: s[3],
+            required=rollout.latency_breach_intervals,
+            contiguous=lambda a, b: b[1] == a[2],
+        )
+    )
+    if not run_streaks and not sample_streaks:
+        return []
+    fired = TriggerFiring.objects.filter(
+        Q(run_id__in=[streak[-1][0] for streak in run_streaks])
+        | Q(sample_id__in=[streak[-1][0] for streak in sample_streaks])
+    ).values_list("run_id", "sample_id")
+    fired_runs = {r for r, _ in fired if r}
+    fired_samples = {s for _, s in fired if s}
+    run_streaks = [s for s in run_streaks if s[-1][0] not in fired_runs]
+    sample_streaks = [s for s in sample_streaks if s[-1][0] not in fired_samples]
+    runs = EvaluationRun.objects.in_bulk([pk for streak in run_streaks for pk, _ in streak])
+    samples = MonitoringSample.objects.in_bulk([item[0] for streak in sample_streaks for item in streak])
+    candidates: list[tuple[dt.datetime, FiringCandidate]] = []
+    percent = f"{Decimal(threshold) * 100:.2f}%"
+    for flags in run_streaks:
+        streak = [runs[pk] for pk, _ in flags]
+        ids = ", ".join(r.run_id for r in streak)
+        candidates.append(
+            (
+                streak[-1].finished_at,
+                FiringCandidate(
+                    trigger=TriggerKind.GUARDRAIL,
+                    run_pk=streak[-1].pk,
+                    evidence=[run_evidence(r) for r in streak],
+                    reason=(
+                        f"Guardrail compensations above {percent} of conversations in {len(streak)} consecutive "
+                        f"candidate runs ({ids})."
+                    ),
+                ),
+            )
+        )
+    for flags in sample_streaks:
+        streak = [samples[item[0]] for item in flags]
+        candidates.append(
+            (
+                streak[-1].interval_end,
+                FiringCandidate(
+                    trigger=TriggerKind.LATENCY,
+                    sample_pk=streak[-1].pk,
+                    evidence=[sample_evidence(s) for s in streak],
+                    reason=(
+                        f"p95 latency above the {sla} ms SLA for {len(streak)} consecutive "
+                        f"monitoring intervals ({streak[0].interval_start:%Y-%m-%d %H:%M} to "
+                        f"{streak[-1].interval_end:%H:%M} UTC)."
+                    ),
+                ),
+            )
+        )
+    return [c for _, c in sorted(candidates, key=lambda pair: pair[0])]
+
+
+@dataclass(frozen=True)
+class TriggerStatus:
+    trigger: str
+    label: str
+    threshold: str
+    required: int
+    streak: int
+    evidence: list[dict[str, Any]]
+    last_firing: TriggerFiring | None
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.streak / self.required)) if self.required else 0
+
+
+@dataclass
+class TriggerPanel:
+    rollout: Rollout
+    phase: Phase | None
+    triggers: list[TriggerStatus]
+    open_incidents: list[Incident]
+    ga: GaGate
+
+
+def trigger_statuses(rollout: Rollout, phase: Phase | None) -> list[TriggerStatus]:
+    """Each trigger's live streak in the active phase. Five queries whatever the data size."""
+    threshold = rollout.guardrail_compensation_threshold
+    last = {
+        f.trigger: f
+        for f in TriggerFiring.objects.filter(rollout=rollout).select_related("phase", "incident").order_by("fired_at")
+    }
+    guardrail_streak: list = []
+    latency_streak: list = []
+    if phase is not None and phase.entered_at is not None:
+        window = _window_runs(phase)
+        last_clean = _clean_runs(window, threshold).order_by("-finished_at", "-id").values("finished_at", "id").first()
+        tail = window
+        if last_clean:
+            tail = window.filter(
+                Q(finished_at__gt=last_clean["finished_at"])
+                | Q(finished_at=last_clean["finished_at"], id__gt=last_clean["id"])
+            )
+        tail_runs = list(tail.order_by("finished_at", "id"))
+        guardrail_streak = current_streak(
+            tail_runs, breached=lambda r: guardrail_breached(r.guardrail_compensations, r.conversations, threshold)
+        )
+        samples = _window_samples(phase)
+        last_clean_sample = (
+            samples.filter(latency_p95_ms__lte=rollout.latency_sla_ms)
+            .order_by("-interval_start")
+            .values("interval_start")
+            .first()
+        )
+        if last_clean_sample:
+            samples = samples.filter(interval_start__gt=last_clean_sample["interval_start"])
+        latency_streak = current_streak(
+            list(samples.order_by("interval_start")),
+            breached=lambda s: latency_breached(s.latency_p95_ms, rollout.latency_sla_ms),
+            contiguous=_contiguous,
+        )
+    return [
+        TriggerStatus(
+            trigger=TriggerKind.GUARDRAIL,
+            label="Guardrail compensations",
+            threshold=f"> {Decimal(threshold) * 100:.2f}% of conversations in a candidate run",
+            required=rollout.guardrail_breach_runs,
+            streak=len(guardrail_streak),
+            evidence=[run_evidence(r) for r in guardrail_streak],
+            last_firing=last.get(TriggerKind.GUARDRAIL),
+        ),
+        TriggerStatus(
+            trigger=TriggerKind.LATENCY,
+            label="SLA latency (p95)",
+            threshold=f"> {rollout.latency_sla_ms} ms in a monitoring interval",
+            required=rollout.latency_breach_intervals,
+            streak=len(latency_streak),
+            evidence=[sample_evidence(s) for s in latency_streak],
+            last_firing=last.get(TriggerKind.LATENCY),
+        ),
+    ]
+
+
+def trigger_panel(rollout: Rollout) -> TriggerPanel:
+    phase = rollout.phases.filter(status=PhaseStatus.ACTIVE).first()
+    return TriggerPanel(
+        rollout=rollout,
+        phase=phase,
+        triggers=trigger_statuses(rollout, phase),
+        open_incidents=list(rollout.incidents.filter(status=IncidentStatus.OPEN).select_related("phase")),
+        ga=ga_gate(rollout),
+    )
+
+
+# --- Gates summary (the API's rollout detail) -------------------------------------------
+
+
+def rollout_gates(rollout: Rollout) -> dict[str, Any]:
+    """What evaluations and the rollout core know about the gates, in one place.
+
+    The governance app evaluates the transition gates itself; this is the
+    read-only summary the API serves, kept in one function so it is easy to extend.
+    """
+    phases = list(rollout.phases.all())
+    current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
+    canary = next((p for p in phases if p.kind == PhaseKind.CANARY), None)
+    ga = ga_gate(rollout)
+    readiness = rollout.checklist_items.filter(kind=ChecklistKind.READINESS).aggregate(
+        total=Count("id"), done=Count("id", filter=Q(completed_at__isnull=False))
+    )
+    open_incidents = list(rollout.incidents.filter(status=IncidentStatus.OPEN).values("id", "title", "kind", "trigger"))
+    canary_fired = TriggerFiring.objects.filter(phase__kind=PhaseKind.CANARY, rollout=rollout).exists()
+    soak_hours = None
+    if canary and canary.entered_at:
+        soak_end = canary.exited_at if canary.status != PhaseStatus.ACTIVE else timezone.now()
+        soak_hours = round((soak_end - canary.entered_at).total_seconds() / 3600, 2)
+    return {
+        "readiness": {
+            "done": readiness["done"],
+            "total": readiness["total"],
+            "passed": readiness["total"] > 0 and readiness["done"] == readiness["total"],
+        },
+        "canary_soak": {
+            "required_hours": rollout.canary_soak_hours,
+            "hours": soak_hours,
+            "passed": soak_hours is not None and soak_hours >= rollout.canary_soak_hours,
+        },
+        "no_open_incident": {"passed": not open_incidents, "open_incidents": open_incidents},
+        "no_trigger_fired_in_canary": {"passed": not canary_fired},
+        "ga_consecutive_runs": {"required": ga.required, "streak": ga.streak, "passed": ga.passed},
+        "triggers": [
+            {
+                "trigger": t.trigger,
+                "threshold": t.threshold,
+                "required": t.required,
+                "streak": t.streak,
+                "last_fired_at": t.last_firing.fired_at if t.last_firing else None,
+            }
+            for t in trigger_statuses(rollout, current)
+        ],
+    }
+
+
+# --- Deltas by phase ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    spec: MetricSpec
+    baseline: ArmStats
+    candidate: ArmStats
+    comparison: Comparison
+    criterion: SuccessCriterion | None
+
+    @property
+    def meets_criterion(self) -> bool | None:
+        if self.criterion is None or self.candidate.mean is None:
+            return None
+        return self.criterion.is_met_by(self.candidate.mean)
+
+
+@dataclass
+class PhaseDeltas:
+    phase: Phase
+    metrics: list[MetricDelta]
+    runs: int
+
+
+@dataclass
+class DeltaReport:
+    rollout: Rollout
+    phases: list[PhaseDeltas]
+    criteria: dict[str, SuccessCriterion]
+
+
+def deltas(rollout: Rollout) -> DeltaReport:
+    """Per phase and metric: both arms' n, mean, sd (aggregated in SQL) and Welch's comparison. Three queries."""
+    aggregates: dict[str, Any] = {}
+    for key in METRIC_KEYS:
+        aggregates[f"{key}__n"] = Count(key)
+        aggregates[f"{key}__mean"] = Avg(key)
+        aggregates[f"{key}__var"] = SampleVariance(key)
+    rows = (
+        EvaluationRun.objects.filter(rollout=rollout)
+        .values("phase_id", "arm")
+        .annotate(runs=Count("id"), **aggregates)
+        .order_by()
+    )
+    by_phase_arm = {(row["phase_id"], row["arm"]): row for row in rows}
+    criteria = {c.metric: c for c in SuccessCriterion.objects.filter(rollout=rollout)}
+    report = []
+    for phase in rollout.phases.all():
+        base = by_phase_arm.get((phase.pk, Arm.BASELINE), {})
+        cand = by_phase_arm.get((phase.pk, Arm.CANDIDATE), {})
+        metrics = []
+        for key, spec in METRICS.items():
+            b = ArmStats.from_aggregate(base.get(f"{key}__n"), base.get(f"{key}__mean"), base.get(f"{key}__var"))
+            c = ArmStats.from_aggregate(cand.get(f"{key}__n"), cand.get(f"{key}__mean"), cand.get(f"{key}__var"))
+            metrics.append(
+                MetricDelta(
+                    spec=spec,
+                    baseline=b,
+                    candidate=c,
+                    comparison=welch(b, c, spec.direction),
+                    criterion=criteria.get(key),
+                )
+            )
+        report.append(PhaseDeltas(phase=phase, metrics=metrics, runs=base.get("runs", 0) + cand.get("runs", 0)))
+    return DeltaReport(rollout=rollout, phases=report, criteria=criteria)
+
+
+# --- Trend chart data ----------------------------------------------------------------------
+
+MAX_CHART_POINTS = 1500
+
+
+@dataclass
+class TrendPoint:
+    at: dt.datetime
+    arm: str
+    phase_kind: str
+    values: dict[str, float | None]
+    runs: int = 1
+
+
+@dataclass
+class TrendData:
+    points: list[TrendPoint]
+    bucket: str | None  # None: one point per run; "hour" or "day": means per bucket
+    phase_starts: list[tuple[str, dt.datetime]] = field(default_factory=list)
+
+
+def trend_data(rollout: Rollout, phases: Iterable[Phase]) -> TrendData:
+    """Runs over time per arm; above ``MAX_CHART_POINTS`` runs, means per hour or day. Two queries."""
+    kinds = {p.pk: p.kind for p in phases}
+    runs = EvaluationRun.objects.filter(rollout=rollout)
+    span = runs.aggregate(n=Count("id"), first=Min("finished_at"), last=Max("finished_at"))
+    points: list[TrendPoint] = []
+    bucket = None
+    first_by_phase: dict[str, dt.datetime] = {}
+    if span["n"] and span["n"] <= MAX_CHART_POINTS:
+        for row in runs.order_by("finished_at", "id").values("finished_at", "arm", "phase_id", *METRIC_KEYS):
+            kind = kinds.get(row["phase_id"], "")
+            points.append(TrendPoint(row["finished_at"], row["arm"], kind, {k: row[k] for k in METRIC_KEYS}))
+    elif span["n"]:
+        bucket = "hour" if span["last"] - span["first"] <= dt.timedelta(days=4) else "day"
+        trunc = TruncHour if bucket == "hour" else TruncDay
+        rows = (
+            runs.annotate(at=trunc("finished_at"))
+            .values("at", "arm", "phase_id")
+            .annotate(n=Count("id"), **{k: Avg(k) for k in METRIC_KEYS})
+            .order_by("at", "phase_id", "arm")
+        )
+        for row in rows:
+            kind = kinds.get(row["phase_id"], "")
+            points.append(TrendPoint(row["at"], row["arm"], kind, {k: row[k] for k in METRIC_KEYS}, runs=row["n"]))
+    for point in points:
+        first_by_phase.setdefault(point.phase_kind, point.at)
+    starts = []
+    for phase in phases:
+        seen = first_by_phase.get(phase.kind)
+        if phase.kind == PHASE_SEQUENCE[0] or seen is None:
+            continue
+        # A phase starts where its runs start, or where it was entered if that is earlier.
+        start = min(seen, phase.entered_at) if phase.entered_at else seen
+        starts.append((phase.get_kind_display(), start))
+    return TrendData(points=points, bucket=bucket, phase_starts=starts)
+
+
+# --- Runs ---------------------------------------------------------------------------------
+
+
+def runs_for(
+    rollout: Rollout,
+    *,
+    phase: str | None = None,
+    arm: str | None = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+) -> QuerySet[EvaluationRun]:
+    """Runs of a rollout, newest first, filtered; ``until`` is inclusive (the whole day)."""
+    runs = EvaluationRun.objects.filter(rollout=rollout).select_related("phase", "cohort")
+    if phase:
+        runs = runs.filter(phase__kind=phase)
+    if arm:
+        runs = runs.filter(arm=arm)
+    if since:
+        runs = runs.filter(finished_at__gte=dt.datetime.combine(since, dt.time.min, tzinfo=dt.UTC))
+    if until:
+        runs = runs.filter(
+            finished_at__lt=dt.datetime.combine(until + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+        )
+    return runs.order_by("-finished_at", "-id")
+
+
+def run_detail(run_id: str) -> EvaluationRun:
+    return get_object_or_404(EvaluationRun.objects.select_related("rollout", "phase", "cohort"), run_id=run_id)
+
+
+def run_outputs(run: EvaluationRun) -> QuerySet[RunOutput]:
+    return run.outputs.order_by("id")
+
+
+def rollout_index() -> QuerySet[Rollout]:
+    """Rollouts with their run and sample counts, in one query."""
+    active = Phase.objects.filter(rollout=OuterRef("pk"), status=PhaseStatus.ACTIVE)
+    runs = (
+        EvaluationRun.objects.filter(rollout=OuterRef("pk"))
+        .order_by()
+        .values("rollout")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    last = EvaluationRun.objects.filter(rollout=OuterRef("pk")).order_by("-finished_at").values("finished_at")[:1]
+    firings = (
+        TriggerFiring.objects.filter(rollout=OuterRef("pk"))
+        .order_by()
+        .values("rollout")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return Rollout.objects.annotate(
+        current_phase_kind=Subquery(active.values("kind")[:1]),
+        run_count=Subquery(runs),
+        last_run_at=Subquery(last),
+        firing_count=Subquery(firings),
+    ).order_by("-created_at", "-id")
+
+
+def criteria_for(rollout: Rollout) -> list[SuccessCriterion]:
+    return list(rollout.success_criteria.order_by("id"))

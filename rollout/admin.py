@@ -5,10 +5,12 @@ edited through ``services.tenant_save`` so the voice-insights rule and the
 history hold there too.
 """
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from simple_history.admin import SimpleHistoryAdmin
 
-from . import models, services
+from . import models, notifications, services
+from .errors import DomainError
 
 
 class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
@@ -132,3 +134,91 @@ class IncidentEventAdmin(ReadOnlyHistoryAdmin):
 class IncidentStepAdmin(ReadOnlyHistoryAdmin):
     list_display = ["incident", "key", "done_by", "done_at"]
     list_select_related = ["incident", "done_by"]
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https", help_text="http(s) URL receiving the JSON body.")
+    rotate_secret = forms.BooleanField(required=False, help_text="Generate a new signing secret (shown once).")
+
+    class Meta:
+        model = models.WebhookEndpoint
+        fields = ["rollout", "name", "url", "active"]
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = models.WebhookAttempt
+    extra = 0
+    can_delete = False
+    readonly_fields = ["number", "at", "status_code", "error", "duration_ms", "succeeded"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(models.WebhookEndpoint)
+class WebhookEndpointAdmin(SimpleHistoryAdmin):
+    """Webhooks are configured here (superusers), through the notification services; the secret is shown once."""
+
+    form = WebhookEndpointForm
+    list_display = ["name", "rollout", "url", "active", "created_at"]
+    list_filter = ["active"]
+    list_select_related = ["rollout"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["rollout", "name"] if obj else []
+
+    def save_model(self, request, obj, form, change):
+        try:
+            if change:
+                endpoint, secret = notifications.webhook_endpoint_update(
+                    endpoint=obj,
+                    actor=request.user,
+                    url=form.cleaned_data["url"],
+                    active=form.cleaned_data["active"],
+                    rotate_secret=form.cleaned_data.get("rotate_secret", False),
+                    reason="Changed in the admin",
+                )
+            else:
+                endpoint, secret = notifications.webhook_endpoint_create(
+                    rollout=form.cleaned_data["rollout"],
+                    name=form.cleaned_data["name"],
+                    url=form.cleaned_data["url"],
+                    actor=request.user,
+                    reason="Added in the admin",
+                )
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return
+        obj.pk = endpoint.pk
+        if secret:
+            messages.warning(
+                request, f"Signing secret for “{endpoint.name}”: {secret} — copy it now, it is shown once."
+            )
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(models.WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["endpoint", "incident", "event", "status", "attempt_count", "created_at", "delivered_at"]
+    list_filter = ["status"]
+    list_select_related = ["endpoint", "incident"]
+    readonly_fields = [
+        "endpoint",
+        "incident",
+        "delivery_id",
+        "event",
+        "body",
+        "status",
+        "attempt_count",
+        "created_at",
+        "delivered_at",
+    ]
+    inlines = [WebhookAttemptInline]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -517,3 +517,78 @@ class IncidentStep(models.Model):
 
     def __str__(self) -> str:
         return self.get_key_display()
+
+
+class WebhookEndpoint(models.Model):
+    """An outgoing webhook of a rollout (its triage channel): told about every rollback.
+
+    The signing secret is stored encrypted (``rollout.notifications.encrypt_secret``)
+    and kept out of the history; it is shown once, when set.
+    """
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500, help_text="http(s) URL receiving a Slack-compatible JSON body.")
+    secret_encrypted = models.TextField(help_text="The HMAC-SHA256 signing secret, encrypted at rest.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords(excluded_fields=["secret_encrypted"])
+
+    class Meta:
+        ordering = ["rollout_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["rollout", "name"], name="webhook_unique_name_per_rollout")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.url})"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One notification to one endpoint; its attempts are recorded one by one.
+
+    The body is fixed when the delivery is created, so every retry sends the same
+    bytes and receivers can de-duplicate on the ``X-Rollout-Delivery`` header.
+    """
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    delivery_id = models.UUIDField(unique=True)
+    event = models.CharField(max_length=40)
+    body = models.TextField()
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "incident", "event"], name="delivery_once_per_event"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.endpoint.name}: {self.status}"
+
+
+class WebhookAttempt(models.Model):
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField()
+    succeeded = models.BooleanField()
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.status_code or self.error[:40]}"

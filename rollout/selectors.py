@@ -28,6 +28,7 @@ from .models import (
     Rollout,
     RolloutStatus,
     Tenant,
+    WebhookDelivery,
 )
 from .services import TARGET_COMPLETED, next_target
 
@@ -228,6 +229,10 @@ def incident_detail(slug: str, pk: int) -> Incident:
         Incident.objects.select_related("rollout", "phase", "opened_by", "closed_by", "retrospective").prefetch_related(
             Prefetch("steps", queryset=IncidentStep.objects.select_related("done_by")),
             Prefetch("events", queryset=IncidentEvent.objects.select_related("actor")),
+            Prefetch(
+                "webhook_deliveries",
+                queryset=WebhookDelivery.objects.select_related("endpoint").prefetch_related("attempts"),
+            ),
         ),
         rollout__slug=slug,
         pk=pk,

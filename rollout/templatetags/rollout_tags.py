@@ -32,6 +32,9 @@ _BADGE = {
     "regressed": "danger",
     "no clear change": "secondary",
     "not enough data": "light",
+    # webhook deliveries
+    "delivered": "success",
+    "failed": "danger",
     # guardrail mode, severities
     "observe": "info",
     "enforce": "success",

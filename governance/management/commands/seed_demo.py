@@ -5,6 +5,7 @@ It lives in the top app so it can lay down every app's demo data in order.
 
 from django.core.management.base import BaseCommand
 
+from evaluations.demo import seed_evaluations
 from rollout.demo import seed_demo
 
 
@@ -16,6 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, password: str, **options):
         result = seed_demo(password=password)
+        result.created.extend(seed_evaluations())
         self.stdout.write(self.style.SUCCESS(result.summary()))
         self.stdout.write("Demo logins (username / password):")
         for username in result.usernames:

@@ -1,0 +1,394 @@
+"""The REST API under ``/api/v1/``: the evaluation harness pushes, the configuration service and others read.
+
+Authentication is a bearer token (``evaluations.ApiToken``) and nothing else:
+a token reaches only the API, and the HTML pages never accept one. Each
+view parses, calls one service or selector, and answers; errors are
+problem+json (``evaluations.problems``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.db.models import OuterRef, Subquery
+from django.shortcuts import get_object_or_404
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from rollout import selectors as rollout_selectors
+from rollout.context import acting_as, current_actor
+from rollout.models import Phase, PhaseStatus, Rollout
+
+from . import selectors, services
+from .authentication import BearerTokenAuthentication, HasScope
+from .models import METRICS, ApiScope
+from .schemas import EvaluationRunBatchSerializer, MonitoringSampleBatchSerializer
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "evaluations.authentication.BearerTokenAuthentication"
+    name = "bearerToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token (scopes: ingest, read), created by an admin or `manage.py create_api_token`.",
+        }
+
+
+class ApiView(APIView):
+    authentication_classes = [BearerTokenAuthentication]
+    permission_classes = [HasScope]
+    required_scope: str = ApiScope.READ
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        # The API authenticates by token, not by session: the login-required middleware must let it through.
+        return login_not_required(super().as_view(**initkwargs))
+
+    def dispatch(self, request, *args, **kwargs):
+        # The token's actor lasts for this request only, not for the next one served by this thread.
+        with acting_as(current_actor()):
+            return super().dispatch(request, *args, **kwargs)
+
+
+# --- Shared schema pieces --------------------------------------------------------------------
+
+
+class ProblemSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    instance = serializers.CharField()
+    code = serializers.CharField()
+    errors = inline_serializer(
+        "ProblemFieldError", {"pointer": serializers.CharField(), "message": serializers.CharField()}, many=True
+    )
+
+
+def _problems(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
+    text = {
+        400: "Malformed JSON",
+        401: "Missing, unknown, expired or revoked token",
+        403: "The token lacks the scope",
+        404: "Not found",
+        409: "A run_id (or interval) already ingested with different content",
+        411: "Chunked body on a server that cannot read it",
+        413: "Body over the limit (also chunked bodies)",
+        415: "Not JSON",
+        422: "Validation failed; `errors` points at each bad field",
+    }
+    return {(s, "application/problem+json"): OpenApiResponse(ProblemSerializer, description=text[s]) for s in statuses}
+
+
+class IngestResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    created_ids = serializers.ListField(child=serializers.CharField())
+    duplicate_ids = serializers.ListField(child=serializers.CharField())
+
+
+# --- Ingestion ------------------------------------------------------------------------------------
+
+
+class EvaluationRunIngestView(ApiView):
+    required_scope = ApiScope.INGEST
+
+    @extend_schema(
+        operation_id="evaluation_runs_ingest",
+        summary="Ingest harness runs (1 to 500 per request)",
+        description="All or nothing. Idempotent on run_id: the same run again is a duplicate; the same run_id with "
+        "different content is a 409 and nothing of the request is stored.",
+        request=EvaluationRunBatchSerializer,
+        responses={201: IngestResultSerializer, **_problems(400, 401, 403, 409, 411, 413, 415, 422)},
+    )
+    def post(self, request: Request) -> Response:
+        result = services.ingest_runs(payload=request.data, actor=current_actor())
+        return Response(result.as_dict(), status=201)
+
+
+class MonitoringSampleIngestView(ApiView):
+    required_scope = ApiScope.INGEST
+
+    @extend_schema(
+        operation_id="monitoring_samples_ingest",
+        summary="Ingest monitoring intervals (1 to 1,000 per request)",
+        description="All or nothing; idempotent on (rollout, phase, interval_start).",
+        request=MonitoringSampleBatchSerializer,
+        responses={201: IngestResultSerializer, **_problems(400, 401, 403, 409, 411, 413, 415, 422)},
+    )
+    def post(self, request: Request) -> Response:
+        result = services.ingest_samples(payload=request.data, actor=current_actor())
+        return Response(result.as_dict(), status=201)
+
+
+# --- Reads -------------------------------------------------------------------------------------
+
+
+class PhaseOutSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    order = serializers.IntegerField()
+    status = serializers.CharField()
+    planned_start = serializers.DateField(allow_null=True)
+    entered_at = serializers.DateTimeField(allow_null=True)
+    exited_at = serializers.DateTimeField(allow_null=True)
+    guardrail_mode = serializers.CharField()
+
+
+class RolloutSummarySerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    current_phase = serializers.CharField(source="current_phase_kind", allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class RolloutListView(ListAPIView, ApiView):
+    serializer_class = RolloutSummarySerializer
+
+    def get_queryset(self):
+        active = Phase.objects.filter(rollout=OuterRef("pk"), status=PhaseStatus.ACTIVE)
+        return Rollout.objects.annotate(current_phase_kind=Subquery(active.values("kind")[:1])).order_by(
+            "-created_at", "-id"
+        )
+
+    @extend_schema(
+        operation_id="rollouts_list", responses={200: RolloutSummarySerializer(many=True), **_problems(401, 403)}
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+_Passed = {"passed": serializers.BooleanField()}
+
+
+class GatesSerializer(serializers.Serializer):
+    readiness = inline_serializer(
+        "ReadinessGate", {**_Passed, "done": serializers.IntegerField(), "total": serializers.IntegerField()}
+    )
+    canary_soak = inline_serializer(
+        "CanarySoakGate",
+        {
+            **_Passed,
+            "required_hours": serializers.IntegerField(),
+            "hours": serializers.FloatField(allow_null=True),
+        },
+    )
+    no_open_incident = inline_serializer(
+        "NoOpenIncidentGate",
+        {
+            **_Passed,
+            "open_incidents": inline_serializer(
+                "OpenIncident",
+                {
+                    "id": serializers.IntegerField(),
+                    "title": serializers.CharField(),
+                    "kind": serializers.CharField(),
+                    "trigger": serializers.CharField(),
+                },
+                many=True,
+            ),
+        },
+    )
+    no_trigger_fired_in_canary = inline_serializer("NoTriggerFiredInCanaryGate", dict(_Passed))
+    ga_consecutive_runs = inline_serializer(
+        "GaGate", {**_Passed, "required": serializers.IntegerField(), "streak": serializers.IntegerField()}
+    )
+    triggers = inline_serializer(
+        "TriggerStreak",
+        {
+            "trigger": serializers.CharField(),
+            "threshold": serializers.CharField(),
+            "required": serializers.IntegerField(),
+            "streak": serializers.IntegerField(),
+            "last_fired_at": serializers.DateTimeField(allow_null=True),
+        },
+        many=True,
+    )
+
+
+class RolloutDetailSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    current_phase = serializers.CharField(allow_null=True)
+    phases = PhaseOutSerializer(many=True)
+    gates = GatesSerializer()
+
+
+def _rollout(slug: str) -> Rollout:
+    return get_object_or_404(Rollout, slug=slug)
+
+
+class RolloutDetailView(ApiView):
+    @extend_schema(
+        operation_id="rollouts_retrieve",
+        summary="A rollout: status, phases, gates and trigger streaks",
+        responses={200: RolloutDetailSerializer, **_problems(401, 403, 404)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        rollout = _rollout(slug)
+        phases = list(rollout.phases.all())
+        current = next((p.kind for p in phases if p.status == PhaseStatus.ACTIVE), None)
+        data = {
+            "slug": rollout.slug,
+            "name": rollout.name,
+            "status": rollout.status,
+            "current_phase": current,
+            "phases": phases,
+            "gates": selectors.rollout_gates(rollout),
+        }
+        return Response(RolloutDetailSerializer(data).data)
+
+
+class FlagStateSerializer(serializers.Serializer):
+    rollout = serializers.CharField()
+    status = serializers.CharField()
+    cohorts = inline_serializer(
+        "CohortFlags",
+        {
+            "cohort": serializers.CharField(),
+            "name": serializers.CharField(),
+            "tenants": inline_serializer(
+                "TenantFlags",
+                {
+                    "tenant": serializers.CharField(),
+                    "name": serializers.CharField(),
+                    "flags": serializers.DictField(child=serializers.BooleanField()),
+                },
+                many=True,
+            ),
+        },
+        many=True,
+    )
+
+
+class RolloutFlagsView(ApiView):
+    @extend_schema(
+        operation_id="rollouts_flags",
+        summary="Desired flag state per cohort and tenant (for the configuration service)",
+        responses={200: FlagStateSerializer, **_problems(401, 403, 404)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(rollout_selectors.desired_flag_state(_rollout(slug)))
+
+
+def _arm(stats) -> dict[str, Any]:
+    return {"n": stats.n, "mean": stats.mean, "sd": stats.sd}
+
+
+ArmSerializer = inline_serializer(
+    "ArmStats",
+    {
+        "n": serializers.IntegerField(),
+        "mean": serializers.FloatField(allow_null=True),
+        "sd": serializers.FloatField(allow_null=True),
+    },
+)
+
+
+class MetricDeltaSerializer(serializers.Serializer):
+    metric = serializers.CharField()
+    unit = serializers.CharField()
+    direction = serializers.CharField()
+    baseline = ArmSerializer
+    candidate = ArmSerializer
+    delta = serializers.FloatField(allow_null=True)
+    relative_delta = serializers.FloatField(allow_null=True)
+    ci95_low = serializers.FloatField(allow_null=True)
+    ci95_high = serializers.FloatField(allow_null=True)
+    verdict = serializers.ChoiceField(choices=["improved", "regressed", "no clear change", "not enough data"])
+    criterion = serializers.CharField(allow_null=True)
+    meets_criterion = serializers.BooleanField(allow_null=True)
+
+
+class PhaseDeltasSerializer(serializers.Serializer):
+    phase = serializers.CharField()
+    status = serializers.CharField()
+    runs = serializers.IntegerField()
+    metrics = MetricDeltaSerializer(many=True)
+
+
+class DeltasSerializer(serializers.Serializer):
+    rollout = serializers.CharField()
+    phases = PhaseDeltasSerializer(many=True)
+
+
+def deltas_json(report: selectors.DeltaReport) -> dict[str, Any]:
+    return {
+        "rollout": report.rollout.slug,
+        "phases": [
+            {
+                "phase": p.phase.kind,
+                "status": p.phase.status,
+                "runs": p.runs,
+                "metrics": [
+                    {
+                        "metric": m.spec.key,
+                        "unit": m.spec.unit,
+                        "direction": m.spec.direction,
+                        "baseline": _arm(m.baseline),
+                        "candidate": _arm(m.candidate),
+                        "delta": m.comparison.delta,
+                        "relative_delta": m.comparison.relative,
+                        "ci95_low": m.comparison.ci_low,
+                        "ci95_high": m.comparison.ci_high,
+                        "verdict": m.comparison.verdict,
+                        "criterion": str(m.criterion) if m.criterion else None,
+                        "meets_criterion": m.meets_criterion,
+                    }
+                    for m in p.metrics
+                ],
+            }
+            for p in report.phases
+        ],
+    }
+
+
+class RolloutDeltasView(ApiView):
+    @extend_schema(
+        operation_id="rollouts_deltas",
+        summary="Deltas by phase: both arms, Welch 95% CI of candidate - baseline, verdict, criterion",
+        responses={200: DeltasSerializer, **_problems(401, 403, 404)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(deltas_json(selectors.deltas(_rollout(slug))))
+
+
+class RunOutSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    rollout = serializers.CharField(source="rollout.slug")
+    phase = serializers.CharField(source="phase.kind")
+    arm = serializers.CharField()
+    cohort = serializers.CharField(source="cohort.kind", allow_null=True, default=None)
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+    conversations = serializers.IntegerField()
+    guardrail_compensations = serializers.IntegerField()
+    harness_version = serializers.CharField()
+    metrics = serializers.SerializerMethodField()
+    output_count = serializers.IntegerField()
+    outputs_purged_at = serializers.DateTimeField(allow_null=True)
+    ingested_at = serializers.DateTimeField()
+
+    def get_metrics(self, run) -> dict[str, float]:
+        return {key: run.metric(key) for key in METRICS if run.metric(key) is not None}
+
+
+class EvaluationRunDetailView(ApiView):
+    @extend_schema(
+        operation_id="evaluation_runs_retrieve",
+        summary="A run, its metrics, its output count and when its outputs were purged",
+        responses={200: RunOutSerializer, **_problems(401, 403, 404)},
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        return Response(RunOutSerializer(selectors.run_detail(run_id)).data)

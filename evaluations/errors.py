@@ -1,0 +1,59 @@
+"""Named errors of the evaluations app; the API turns them into ``application/problem+json``."""
+
+from __future__ import annotations
+
+from rollout.errors import DomainError
+
+
+class ProblemWithFields(DomainError):
+    """A domain error carrying ``errors``: one ``{"pointer", "message"}`` per bad field (RFC 6901 pointers)."""
+
+    def __init__(self, message: str, *, errors: list[dict[str, str]] | None = None, field: str | None = None):
+        super().__init__(message, field=field)
+        self.errors = errors or []
+
+
+class PayloadInvalid(ProblemWithFields):
+    code = "validation-error"
+    status = 422
+    title = "The payload is not valid"
+
+
+class RunConflict(ProblemWithFields):
+    code = "run-conflict"
+    status = 409
+    title = "A run_id was already ingested with different content"
+
+
+class SampleConflict(ProblemWithFields):
+    code = "sample-conflict"
+    status = 409
+    title = "A monitoring interval was already ingested with different values"
+
+
+class InvalidCriteria(DomainError):
+    code = "invalid-criteria"
+    status = 422
+    title = "The success criteria are not valid"
+
+
+class TokenInvalid(DomainError):
+    code = "invalid-token"
+    status = 401
+    title = "The API token is missing, unknown, expired or revoked"
+
+
+class TokenExpired(TokenInvalid):
+    code = "token-expired"
+
+
+class TokenRevoked(TokenInvalid):
+    code = "token-revoked"
+
+
+class InvalidToken(DomainError):
+    """Creating or revoking a token with bad input."""
+
+    code = "invalid-token-request"
+    status = 422
+    title = "The token request is not valid"

@@ -1,0 +1,243 @@
+"""The ingestion payloads: one definition that validates them and documents them (OpenAPI).
+
+The ingest service validates with these serializers, whether the payload came
+through the API or from ``manage.py ingest_evaluations``; drf-spectacular reads
+the same classes for the schema, so the docs say what is really accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from rollout.models import CohortKind, PhaseKind
+
+from .models import METRICS, Arm
+
+MAX_RUNS_PER_REQUEST = 500
+MAX_OUTPUTS_PER_RUN = 1000
+MAX_SAMPLES_PER_REQUEST = 1000
+# Harness clocks drift a little; a run "finishing" later than this is a bad clock, not data.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number: no strings, no booleans, no NaN or infinity."""
+
+    default_error_messages = {"invalid": "A number is required.", "finite": "The number must be finite."}
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        if not math.isfinite(data):
+            self.fail("finite")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: no strings, booleans or fractions."""
+
+    default_error_messages = {"invalid": "An integer is required."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with a UTC offset (``Z`` or ``+00:00``); a naive time is ambiguous and refused."""
+
+    default_error_messages = {"naive": "The time needs a UTC offset, e.g. 2026-05-01T12:00:00Z."}
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        if not isinstance(value, str):
+            self.fail("invalid", format="ISO 8601")
+        return super().to_internal_value(value).astimezone(dt.UTC)
+
+    def enforce_timezone(self, value: dt.datetime) -> dt.datetime:
+        if timezone.is_naive(value):
+            self.fail("naive")
+        return value
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses keys it does not know, so a misspelt field is an error rather than silently dropped."""
+
+    def to_internal_value(self, data: Any) -> dict:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class MetricsSerializer(StrictSerializer):
+    """The metric catalogue (catalogue keys to numbers); a metric a run did not measure is left out or null.
+    Unknown keys are refused."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = {}
+        for key, spec in METRICS.items():
+            bounds = {"min_value": 0.0, "max_value": 1.0} if spec.unit == "ratio" else {"min_value": 0.0}
+            fields[key] = StrictFloatField(
+                required=False, allow_null=True, help_text=f"{spec.label} ({spec.unit}; {spec.direction})", **bounds
+            )
+        return fields
+
+    def to_internal_value(self, data: Any) -> dict:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(METRICS))
+            if unknown:
+                raise serializers.ValidationError(
+                    {key: [f"Unknown metric; the catalogue has: {', '.join(METRICS)}."] for key in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "required": ["conversation_id"],
+        "properties": {"conversation_id": {"type": "string", "minLength": 1, "maxLength": 200}},
+        "additionalProperties": True,
+        "description": "One conversation's raw output: its id and free-form JSON (transcript excerpts, "
+        "tool calls, verdicts).",
+    }
+)
+class OutputField(serializers.Field):
+    default_error_messages = {
+        "object": "An output must be a JSON object.",
+        "conversation_id": "conversation_id must be a non-empty string of at most 200 characters.",
+    }
+
+    def to_internal_value(self, data: Any) -> dict:
+        if not isinstance(data, dict):
+            self.fail("object")
+        cid = data.get("conversation_id")
+        if not isinstance(cid, str) or not cid or len(cid) > 200:
+            self.fail("conversation_id")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class EvaluationRunInSerializer(StrictSerializer):
+    """One harness run on one arm in one phase (design section 4). Unknown keys are refused."""
+
+    run_id = serializers.RegexField(
+        RUN_ID_PATTERN,
+        max_length=200,
+        help_text="Unique id of the run; the idempotency key. Letters, digits and . _ : - only.",
+    )
+    rollout = serializers.SlugField(max_length=80, help_text="The rollout's slug.")
+    phase = serializers.ChoiceField(choices=PhaseKind.choices, help_text="A phase that has started.")
+    arm = serializers.ChoiceField(choices=Arm.choices)
+    cohort = serializers.ChoiceField(choices=CohortKind.choices, required=False, allow_null=True)
+    started_at = AwareDateTimeField()
+    finished_at = AwareDateTimeField()
+    conversations = StrictIntegerField(min_value=1)
+    guardrail_compensations = StrictIntegerField(min_value=0, help_text="At most ``conversations``.")
+    metrics = MetricsSerializer(required=False)
+    harness_version = serializers.CharField(max_length=100)
+    outputs = serializers.ListField(child=OutputField(), required=False, max_length=MAX_OUTPUTS_PER_RUN)
+
+    def validate(self, attrs: dict) -> dict:
+        errors: dict[str, list[str]] = {}
+        if attrs["guardrail_compensations"] > attrs["conversations"]:
+            errors["guardrail_compensations"] = ["Cannot exceed conversations."]
+        if attrs["finished_at"] < attrs["started_at"]:
+            errors["finished_at"] = ["A run cannot finish before it started."]
+        elif attrs["finished_at"] > timezone.now() + CLOCK_SKEW:
+            errors["finished_at"] = ["finished_at is in the future."]
+        seen: set[str] = set()
+        for index, output in enumerate(attrs.get("outputs") or []):
+            if output["conversation_id"] in seen:
+                errors.setdefault("outputs", []).append(
+                    f"Output {index}: conversation_id {output['conversation_id']!r} appears twice."
+                )
+            seen.add(output["conversation_id"])
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class EvaluationRunBatchSerializer(StrictSerializer):
+    """1 to 500 runs, stored all or nothing."""
+
+    runs = EvaluationRunInSerializer(many=True, min_length=1, max_length=MAX_RUNS_PER_REQUEST)
+
+
+class MonitoringSampleInSerializer(StrictSerializer):
+    """One monitoring interval's p95 latency and request count, for a phase that has started."""
+
+    rollout = serializers.SlugField(max_length=80)
+    phase = serializers.ChoiceField(choices=PhaseKind.choices, help_text="A phase that has started.")
+    interval_start = AwareDateTimeField()
+    interval_end = AwareDateTimeField()
+    latency_p95_ms = StrictFloatField(min_value=0.0)
+    requests = StrictIntegerField(min_value=0)
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["interval_end"] <= attrs["interval_start"]:
+            raise serializers.ValidationError({"interval_end": ["Must be after interval_start."]})
+        if attrs["interval_end"] > timezone.now() + CLOCK_SKEW:
+            raise serializers.ValidationError({"interval_end": ["interval_end is in the future."]})
+        return attrs
+
+
+class MonitoringSampleBatchSerializer(StrictSerializer):
+    """1 to 1,000 intervals, stored all or nothing."""
+
+    samples = MonitoringSampleInSerializer(many=True, min_length=1, max_length=MAX_SAMPLES_PER_REQUEST)
+
+
+def error_pointers(errors: Any, prefix: str = "") -> list[dict[str, str]]:
+    """DRF's nested ``errors`` as a flat list of ``{"pointer", "message"}`` (JSON Pointers into the body)."""
+    out: list[dict[str, str]] = []
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            if key in ("non_field_errors", "__all__"):
+                out.extend(error_pointers(value, prefix))
+            else:
+                token = str(key).replace("~", "~0").replace("/", "~1")
+                out.extend(error_pointers(value, f"{prefix}/{token}"))
+    elif isinstance(errors, list | tuple):
+        if all(isinstance(e, str) for e in errors):
+            out.extend({"pointer": prefix, "message": str(e)} for e in errors)
+        else:
+            for index, value in enumerate(errors):
+                if value:
+                    out.extend(error_pointers(value, f"{prefix}/{index}"))
+    elif errors:
+        out.append({"pointer": prefix, "message": str(errors)})
+    return out
+
+
+def openapi_postprocess(result: dict, generator, request, public) -> dict:
+    """drf-spectacular hook: say in the schema what the serializers enforce but drf-spectacular does not emit
+    (unknown keys refused; the batch sizes)."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for name in (
+        "EvaluationRunBatchRequest",
+        "EvaluationRunInRequest",
+        "MetricsRequest",
+        "MonitoringSampleBatchRequest",
+        "MonitoringSampleInRequest",
+    ):
+        if name in schemas:
+            schemas[name]["additionalProperties"] = False
+    for name, key, limit in (
+        ("EvaluationRunBatchRequest", "runs", MAX_RUNS_PER_REQUEST),
+        ("MonitoringSampleBatchRequest", "samples", MAX_SAMPLES_PER_REQUEST),
+    ):
+        if name in schemas:
+            schemas[name]["properties"][key].update(minItems=1, maxItems=limit)
+    return result

@@ -1,0 +1,543 @@
+"""Every write of the evaluations app: ingestion, trigger evaluation, success criteria, API tokens.
+
+Runs, outputs and samples are bulk data, not history-tracked: they are
+validated whole, then bulk-inserted in one transaction (all or nothing).
+Tracked models (success criteria, trigger firings, tokens) are saved one by
+one with ``save_tracked``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from rollout.errors import ActionNotAllowed
+from rollout.history import delete_tracked, save_tracked
+from rollout.models import Cohort, IncidentKind, Phase, PhaseStatus, Rollout, RolloutStatus
+from rollout.services import rollout_rollback
+from rollout.signals import plan_changed
+
+from . import signals
+from .errors import (
+    InvalidCriteria,
+    InvalidToken,
+    PayloadInvalid,
+    RunConflict,
+    SampleConflict,
+    TokenExpired,
+    TokenInvalid,
+    TokenRevoked,
+)
+from .models import (
+    METRIC_KEYS,
+    ApiScope,
+    ApiToken,
+    Comparator,
+    EvaluationRun,
+    MonitoringSample,
+    RunOutput,
+    SuccessCriterion,
+    TriggerFiring,
+)
+from .schemas import EvaluationRunBatchSerializer, MonitoringSampleBatchSerializer, error_pointers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    created: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": len(self.created),
+            "duplicates": len(self.duplicates),
+            "created_ids": self.created,
+            "duplicate_ids": self.duplicates,
+        }
+
+
+def _canonical_hash(obj: dict[str, Any]) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat()
+
+
+def _validate(serializer_class, payload: Any, key: str) -> list[dict]:
+    if not isinstance(payload, dict):
+        raise PayloadInvalid(
+            f"The body must be a JSON object with a {key!r} list.",
+            errors=[{"pointer": "", "message": "Not an object."}],
+        )
+    serializer = serializer_class(data=payload)
+    if not serializer.is_valid():
+        errors = error_pointers(serializer.errors)
+        raise PayloadInvalid(f"{len(errors)} invalid field(s); nothing was stored.", errors=errors)
+    return serializer.validated_data[key]
+
+
+def _resolve_phases(items: Sequence[dict], key: str) -> tuple[dict[str, Rollout], dict[tuple[int, str], Phase]]:
+    """Rollouts and phases named in a batch, in two queries; unknown or unstarted ones are 422s."""
+    slugs = {item["rollout"] for item in items}
+    rollouts = {r.slug: r for r in Rollout.objects.filter(slug__in=slugs)}
+    phases = {(p.rollout_id, p.kind): p for p in Phase.objects.filter(rollout__in=rollouts.values())}
+    errors = []
+    for index, item in enumerate(items):
+        rollout = rollouts.get(item["rollout"])
+        if rollout is None:
+            errors.append({"pointer": f"/{key}/{index}/rollout", "message": f"Unknown rollout {item['rollout']!r}."})
+        elif phases[(rollout.pk, item["phase"])].status == PhaseStatus.PENDING:
+            errors.append(
+                {"pointer": f"/{key}/{index}/phase", "message": f"The {item['phase']} phase has not started yet."}
+            )
+    if errors:
+        raise PayloadInvalid(f"{len(errors)} invalid field(s); nothing was stored.", errors=errors)
+    return rollouts, phases
+
+
+def _run_content(item: dict) -> dict[str, Any]:
+    """The run as it is compared for idempotency: normalised, so equal content hashes equal."""
+    return {
+        "run_id": item["run_id"],
+        "rollout": item["rollout"],
+        "phase": item["phase"],
+        "arm": item["arm"],
+        "cohort": item.get("cohort"),
+        "started_at": _iso(item["started_at"]),
+        "finished_at": _iso(item["finished_at"]),
+        "conversations": item["conversations"],
+        "guardrail_compensations": item["guardrail_compensations"],
+        "metrics": {k: v for k, v in sorted((item.get("metrics") or {}).items()) if v is not None},
+        "harness_version": item["harness_version"],
+        "outputs": item.get("outputs") or [],
+    }
+
+
+def ingest_runs(*, payload: Any, actor: Any = None) -> IngestResult:
+    """Store a batch of harness runs (``{"runs": [...]}``), all or nothing.
+
+    Idempotent on ``run_id``: a run sent again with the same content is a
+    duplicate and changes nothing; with other content it is a 409 and nothing
+    of the batch is stored. After commit the trigger evaluation is scheduled
+    and ``signals.runs_ingested`` is sent per rollout.
+    """
+    items = _validate(EvaluationRunBatchSerializer, payload, "runs")
+    rollouts, phases = _resolve_phases(items, "runs")
+    cohorts = {(c.rollout_id, c.kind): c for c in Cohort.objects.filter(rollout__in=rollouts.values())}
+
+    hashes: dict[str, str] = {}
+    first_index: dict[str, int] = {}
+    batch_duplicates: list[str] = []
+    conflicts: list[dict[str, str]] = []
+    new_items: list[tuple[int, dict]] = []
+    for index, item in enumerate(items):
+        digest = _canonical_hash(_run_content(item))
+        run_id = item["run_id"]
+        if run_id in hashes:
+            if hashes[run_id] != digest:
+                conflicts.append(
+                    {
+                        "pointer": f"/runs/{index}/run_id",
+                        "message": f"{run_id!r} appears earlier in this request (/runs/{first_index[run_id]}) "
+                        "with different content.",
+                    }
+                )
+            else:
+                batch_duplicates.append(run_id)
+            continue
+        hashes[run_id], first_index[run_id] = digest, index
+        new_items.append((index, item))
+    if conflicts:
+        raise RunConflict(f"{len(conflicts)} run(s) conflict; nothing was stored.", errors=conflicts)
+
+    for attempt in range(3):
+        try:
+            return _store_runs(new_items, hashes, batch_duplicates, rollouts, phases, cohorts, actor)
+        except IntegrityError:
+            # Another request inserted one of these run_ids between our check and our insert:
+            # look again, now that its rows are committed.
+            if attempt == 2:
+                raise
+            log.info("run_id race on ingest; retrying", exc_info=True)
+    raise AssertionError("unreachable")
+
+
+@transaction.atomic
+def _store_runs(new_items, hashes, batch_duplicates, rollouts, phases, cohorts, actor) -> IngestResult:
+    result = IngestResult(duplicates=list(batch_duplicates))
+    existing = dict(EvaluationRun.objects.filter(run_id__in=list(hashes)).values_list("run_id", "content_hash"))
+    conflicts = [
+        {"pointer": f"/runs/{index}/run_id", "message": f"{item['run_id']!r} was already ingested with other content."}
+        for index, item in new_items
+        if item["run_id"] in existing and existing[item["run_id"]] != hashes[item["run_id"]]
+    ]
+    if conflicts:
+        raise RunConflict(f"{len(conflicts)} run(s) conflict; nothing was stored.", errors=conflicts)
+    runs: list[EvaluationRun] = []
+    outputs_of: list[list[dict]] = []
+    for _index, item in new_items:
+        if item["run_id"] in existing:
+            result.duplicates.append(item["run_id"])
+            continue
+        rollout = rollouts[item["rollout"]]
+        metrics = item.get("metrics") or {}
+        outputs = item.get("outputs") or []
+        runs.append(
+            EvaluationRun(
+                run_id=item["run_id"],
+                rollout=rollout,
+                phase=phases[(rollout.pk, item["phase"])],
+                arm=item["arm"],
+                cohort=cohorts.get((rollout.pk, item.get("cohort"))),
+                started_at=item["started_at"],
+                finished_at=item["finished_at"],
+                conversations=item["conversations"],
+                guardrail_compensations=item["guardrail_compensations"],
+                harness_version=item["harness_version"],
+                content_hash=hashes[item["run_id"]],
+                output_count=len(outputs),
+                **{key: metrics.get(key) for key in METRIC_KEYS},
+            )
+        )
+        outputs_of.append(outputs)
+    EvaluationRun.objects.bulk_create(runs, batch_size=500)
+    _insert_outputs(
+        [
+            (
+                run.pk,
+                output["conversation_id"],
+                {k: v for k, v in output.items() if k != "conversation_id"},
+                run.finished_at,
+            )
+            for run, outputs in zip(runs, outputs_of, strict=True)
+            for output in outputs
+        ]
+    )
+    result.created = [run.run_id for run in runs]
+
+    by_rollout: dict[int, list[EvaluationRun]] = defaultdict(list)
+    fields_by_rollout: dict[int, set[str]] = defaultdict(set)
+    for run, outputs in zip(runs, outputs_of, strict=True):
+        by_rollout[run.rollout_id].append(run)
+        for output in outputs:
+            fields_by_rollout[run.rollout_id].update(k for k in output if k != "conversation_id")
+    for rollout_id, rollout_runs in by_rollout.items():
+        _after_commit_runs(rollout_id, [r.pk for r in rollout_runs], sorted(fields_by_rollout[rollout_id]), actor)
+    return result
+
+
+def _insert_outputs(rows: list[tuple[int, str, dict, dt.datetime]]) -> None:
+    """Insert raw outputs in bulk. On PostgreSQL, one ``INSERT ... SELECT FROM unnest(...)`` per 5,000 rows:
+    four array parameters instead of four per row (Django's bulk_create does not unnest JSON columns)."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        RunOutput.objects.bulk_create(
+            [RunOutput(run_id=r, conversation_id=c, data=d, run_finished_at=f) for r, c, d, f in rows], batch_size=2000
+        )
+        return
+    table = connection.ops.quote_name(RunOutput._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} (run_id, conversation_id, data, run_finished_at) "  # noqa: S608 - table name from the model
+        "SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::text[]::jsonb[], %s::timestamptz[])"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 5000):
+            chunk = rows[start : start + 5000]
+            cursor.execute(
+                sql,
+                [
+                    [r[0] for r in chunk],
+                    [r[1] for r in chunk],
+                    [json.dumps(r[2], ensure_ascii=False) for r in chunk],
+                    [r[3] for r in chunk],
+                ],
+            )
+
+
+def _after_commit_runs(rollout_id: int, run_ids: list[int], fields: list[str], actor: Any) -> None:
+    from .tasks import evaluate_triggers
+
+    def send() -> None:
+        signals.runs_ingested.send(
+            sender=EvaluationRun, rollout_id=rollout_id, run_ids=run_ids, telemetry_fields=fields, actor=actor
+        )
+        evaluate_triggers.delay(rollout_id)
+
+    transaction.on_commit(send)
+
+
+def ingest_samples(*, payload: Any, actor: Any = None) -> IngestResult:
+    """Store a batch of monitoring intervals (``{"samples": [...]}``), all or nothing.
+
+    Idempotent on (rollout, phase, interval_start): the same interval again is a
+    duplicate; with other values it is a 409.
+    """
+    items = _validate(MonitoringSampleBatchSerializer, payload, "samples")
+    rollouts, phases = _resolve_phases(items, "samples")
+
+    def key_of(item: dict) -> tuple[int, dt.datetime]:
+        return phases[(rollouts[item["rollout"]].pk, item["phase"])].pk, item["interval_start"]
+
+    def values_of(end: dt.datetime, latency: float, requests: int) -> tuple:
+        return _iso(end), float(latency), int(requests)
+
+    seen: dict[tuple, tuple] = {}
+    conflicts, fresh, result = [], [], IngestResult()
+    for index, item in enumerate(items):
+        key, values = key_of(item), values_of(item["interval_end"], item["latency_p95_ms"], item["requests"])
+        label = f"{item['rollout']}/{item['phase']}/{_iso(item['interval_start'])}"
+        if key in seen:
+            if seen[key] != values:
+                conflicts.append({"pointer": f"/samples/{index}", "message": f"{label} appears twice, differently."})
+            else:
+                result.duplicates.append(label)
+            continue
+        seen[key] = values
+        fresh.append((index, item, key, values, label))
+    if conflicts:
+        raise SampleConflict(f"{len(conflicts)} interval(s) conflict; nothing was stored.", errors=conflicts)
+
+    with transaction.atomic():
+        phase_ids = {key[0] for key in seen}
+        starts = {key[1] for key in seen}
+        existing = {
+            (s.phase_id, s.interval_start): values_of(s.interval_end, s.latency_p95_ms, s.requests)
+            for s in MonitoringSample.objects.filter(phase_id__in=phase_ids, interval_start__in=starts)
+        }
+        conflicts = [
+            {"pointer": f"/samples/{index}", "message": f"{label} was already ingested with other values."}
+            for index, _item, key, values, label in fresh
+            if key in existing and existing[key] != values
+        ]
+        if conflicts:
+            raise SampleConflict(f"{len(conflicts)} interval(s) conflict; nothing was stored.", errors=conflicts)
+        samples = []
+        for _index, item, key, _values, label in fresh:
+            if key in existing:
+                result.duplicates.append(label)
+                continue
+            rollout = rollouts[item["rollout"]]
+            samples.append(
+                MonitoringSample(
+                    rollout=rollout,
+                    phase_id=key[0],
+                    interval_start=item["interval_start"],
+                    interval_end=item["interval_end"],
+                    latency_p95_ms=item["latency_p95_ms"],
+                    requests=item["requests"],
+                )
+            )
+            result.created.append(label)
+        MonitoringSample.objects.bulk_create(samples, batch_size=1000)
+        by_rollout: dict[int, list[int]] = defaultdict(list)
+        for sample in samples:
+            by_rollout[sample.rollout_id].append(sample.pk)
+        for rollout_id, sample_ids in by_rollout.items():
+            _after_commit_samples(rollout_id, sample_ids, actor)
+    return result
+
+
+def _after_commit_samples(rollout_id: int, sample_ids: list[int], actor: Any) -> None:
+    from .tasks import evaluate_triggers
+
+    def send() -> None:
+        signals.samples_ingested.send(
+            sender=MonitoringSample, rollout_id=rollout_id, sample_ids=sample_ids, actor=actor
+        )
+        evaluate_triggers.delay(rollout_id)
+
+    transaction.on_commit(send)
+
+
+# --- Rollback triggers ---------------------------------------------------------------
+
+
+@transaction.atomic
+def evaluate_triggers(*, rollout_id: int) -> TriggerFiring | None:
+    """Fire the first trigger whose streak reached its threshold in the active phase and has not fired yet.
+
+    Safe to run twice and concurrently: the rollout row is locked, and a firing
+    is unique on the run or interval at which its streak reached the threshold.
+    Firing rolls the phase back through ``rollout.services.rollout_rollback``.
+    """
+    from .selectors import pending_firings
+
+    rollout = Rollout.objects.select_for_update().filter(pk=rollout_id).first()
+    if rollout is None or rollout.status != RolloutStatus.IN_PROGRESS:
+        return None
+    phase = rollout.phases.filter(status=PhaseStatus.ACTIVE).first()
+    if phase is None:
+        return None
+    candidates = pending_firings(rollout, phase)
+    if not candidates:
+        return None
+    # The oldest streak fires; it rolls the phase back, so nothing else can fire in it.
+    candidate = candidates[0]
+    now = timezone.now()
+    firing = save_tracked(
+        TriggerFiring(
+            rollout=rollout,
+            phase=phase,
+            trigger=candidate.trigger,
+            run_id=candidate.run_pk,
+            sample_id=candidate.sample_pk,
+            streak=len(candidate.evidence),
+            evidence=candidate.evidence,
+            fired_at=now,
+        ),
+        actor=None,
+        reason=candidate.reason,
+    )
+    incident = rollout_rollback(
+        rollout=rollout,
+        actor=None,
+        reason=candidate.reason,
+        kind=IncidentKind.AUTOMATIC,
+        trigger=candidate.trigger,
+        evidence=candidate.evidence,
+    )
+    firing.incident = incident
+    save_tracked(firing, actor=None, reason="Rollback incident opened")
+    firing_id, incident_id = firing.pk, incident.pk
+    transaction.on_commit(
+        lambda: signals.trigger_fired.send(sender=TriggerFiring, firing_id=firing_id, incident_id=incident_id)
+    )
+    return firing
+
+
+# --- Success criteria ------------------------------------------------------------------
+
+
+def _require_perm(actor: Any, perm: str) -> None:
+    """Users need the permission; ``None`` is the system itself (tasks, commands, demo data)."""
+    if actor is not None and not actor.has_perm(perm):
+        raise ActionNotAllowed("Your roles do not allow this action.")
+
+
+@dataclass(frozen=True)
+class CriterionSpec:
+    metric: str
+    comparator: str
+    threshold: float
+
+
+@transaction.atomic
+def success_criteria_replace(
+    *, rollout: Rollout, criteria: Sequence[CriterionSpec], actor: Any, reason: str
+) -> list[SuccessCriterion]:
+    """Set the rollout's success criteria (one per metric at most). A change is a change of plan."""
+    _require_perm(actor, "evaluations.change_successcriterion")
+    if not reason.strip():
+        raise InvalidCriteria("Changing the success criteria needs a reason.", field="reason")
+    if not criteria:
+        raise InvalidCriteria("Keep at least one success criterion.")
+    wanted: dict[str, CriterionSpec] = {}
+    for spec in criteria:
+        if spec.metric not in METRIC_KEYS:
+            raise InvalidCriteria(f"Unknown metric {spec.metric!r}.", field="metric")
+        if spec.comparator not in Comparator.values:
+            raise InvalidCriteria(f"Unknown comparator {spec.comparator!r}.", field="comparator")
+        if spec.metric in wanted:
+            raise InvalidCriteria(f"{spec.metric} has two criteria; keep one.", field="metric")
+        wanted[spec.metric] = spec
+    rollout = Rollout.objects.select_for_update().get(pk=rollout.pk)
+    if rollout.is_closed:
+        raise InvalidCriteria("A completed or cancelled rollout's success criteria cannot change.")
+    current = {c.metric: c for c in rollout.success_criteria.all()}
+    changed = False
+    for metric, criterion in current.items():
+        if metric not in wanted:
+            delete_tracked(criterion, actor=actor, reason=reason)
+            changed = True
+    for metric, spec in wanted.items():
+        criterion = current.get(metric) or SuccessCriterion(rollout=rollout, metric=metric)
+        if criterion.pk and (criterion.comparator, criterion.threshold) == (spec.comparator, spec.threshold):
+            continue
+        criterion.comparator, criterion.threshold = spec.comparator, float(spec.threshold)
+        save_tracked(criterion, actor=actor, reason=reason)
+        changed = True
+    if changed:
+        plan_changed.send(sender=Rollout, rollout=rollout, actor=actor, reason=reason)
+    return list(rollout.success_criteria.order_by("id"))
+
+
+# --- API tokens ------------------------------------------------------------------------
+
+TOKEN_PREFIX = "rgd_"  # noqa: S105 - a prefix, not a secret
+# Writing last_used_at on every request would make each API call a write; once a minute is enough.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_token_create(
+    *, name: str, scopes: Sequence[str], actor: Any, expires_in_days: int | None = None, reason: str = ""
+) -> tuple[ApiToken, str]:
+    """Create a token; returns it with the raw secret, which is never stored and cannot be shown again."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidToken("A token needs a name.", field="name")
+    scopes = sorted(set(scopes))
+    if not scopes or any(s not in ApiScope.values for s in scopes):
+        raise InvalidToken(f"Scopes must be among: {', '.join(ApiScope.values)}.", field="scopes")
+    if expires_in_days is not None and expires_in_days < 1:
+        raise InvalidToken("Expiry must be at least one day away.", field="expires_in_days")
+    if ApiToken.objects.filter(name=name).exists():
+        raise InvalidToken(f"A token named {name!r} exists.", field="name")
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        name=name,
+        prefix=raw[: len(TOKEN_PREFIX) + 6],
+        token_hash=hash_token(raw),
+        scopes=scopes,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        expires_at=timezone.now() + dt.timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    save_tracked(token, actor=actor, reason=reason or f"API token {name!r} created with scopes {', '.join(scopes)}")
+    return token, raw
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken, actor: Any, reason: str = "") -> ApiToken:
+    token = ApiToken.objects.select_for_update().get(pk=token.pk)
+    if token.revoked_at is not None:
+        raise InvalidToken(f"{token.name!r} is already revoked.")
+    token.revoked_at = timezone.now()
+    token.revoked_by = actor if getattr(actor, "is_authenticated", False) else None
+    save_tracked(token, actor=actor, reason=reason or f"API token {token.name!r} revoked")
+    return token
+
+
+def api_token_authenticate(raw: str) -> ApiToken:
+    """The token a bearer string stands for, or a named 401 error; records the last use."""
+    token = ApiToken.objects.filter(token_hash=hash_token(raw)).first() if raw else None
+    if token is None:
+        raise TokenInvalid("The API token is not valid.")
+    now = timezone.now()
+    if token.revoked_at is not None:
+        raise TokenRevoked("The API token was revoked.")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise TokenExpired("The API token has expired.")
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        # A plain UPDATE: last use is bookkeeping, not a change worth a history record.
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
