@@ -51,8 +51,36 @@ def make_user(username: str, *roles: str, **extra):
     return user
 
 
+@pytest.fixture(scope="session")
+def role_group_snapshot(django_db_setup, django_db_blocker) -> dict[str, list[tuple[str, str]]]:
+    """The role groups and their permissions as the data migrations created them."""
+    with django_db_blocker.unblock():
+        return {
+            group.name: list(group.permissions.values_list("content_type__app_label", "codename"))
+            for group in Group.objects.prefetch_related("permissions")
+        }
+
+
 @pytest.fixture
-def users(db) -> dict[str, object]:
+def role_groups(db, role_group_snapshot) -> None:
+    """Make sure the role groups exist.
+
+    A ``transaction=True`` test ends with a flush that empties every table; Django's
+    post_migrate brings the permissions back but not the groups the data migrations
+    made, so later tests on the same worker restore them from the snapshot.
+    """
+    from django.contrib.auth.models import Permission
+
+    if Group.objects.count() >= len(role_group_snapshot):
+        return
+    perms = {(p.content_type.app_label, p.codename): p for p in Permission.objects.select_related("content_type")}
+    for name, codenames in role_group_snapshot.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.set([perms[key] for key in codenames])
+
+
+@pytest.fixture
+def users(role_groups) -> dict[str, object]:
     """One user per role, named after the role's group."""
     return {role.value: make_user(role.value, role.value) for role in Role}
 

@@ -20,7 +20,7 @@ LAUNCH_ARGS = [
 
 
 @pytest.mark.browser
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_deltas_page_draws_its_charts_offline(live_server, users, tenants, canary):
     from playwright.sync_api import sync_playwright
 

@@ -52,7 +52,7 @@ def test_ingest_evaluations_refuses_a_line_that_is_not_json(canary, tmp_path):
 
 
 @pytest.mark.django_db
-def test_demo_data_is_idempotent_and_fires_no_trigger():
+def test_demo_data_is_idempotent_and_fires_no_trigger(role_groups):
     from evaluations import services, tasks
     from evaluations.demo import seed_evaluations
     from rollout.demo import seed_demo

@@ -38,7 +38,7 @@ def wait_for(predicate, timeout: float = 45.0):
 
 @pytest.mark.postgres
 @pytest.mark.redis
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_ingest_fires_the_trigger_and_a_real_worker_rolls_back(client, users, tenants, httpserver, token):
     from config.celery_app import app
     from rollout.services import rollout_create_from_playbook

@@ -16,7 +16,7 @@ SHOTS = Path(os.environ.get("SCREENSHOT_DIR", "var/screenshots"))
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_each_demo_user_sees_home_and_rollout_pages(live_server):
+def test_each_demo_user_sees_home_and_rollout_pages(live_server, role_groups):
     call_command("seed_demo", stdout=open(os.devnull, "w"))  # noqa: SIM115
     SHOTS.mkdir(parents=True, exist_ok=True)
     with browser_page(live_server.url) as page:

@@ -22,7 +22,7 @@ def _row_counts() -> dict[str, int]:
     return {model._meta.label: model.objects.count() for model in apps.get_models()}
 
 
-def test_seed_demo_is_idempotent(db, capsys):
+def test_seed_demo_is_idempotent(role_groups, capsys):
     call_command("seed_demo")
     first = _row_counts()
     out = capsys.readouterr().out
