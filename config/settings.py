@@ -58,6 +58,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who acts and under which request id, for the audit ledger.
+    "governance.middleware.AuditContextMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -212,6 +214,10 @@ SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 
 # --- Product settings --------------------------------------------------------
 PAGE_SIZE = 25
+# The audit ledger is append-only: on PostgreSQL a trigger refuses TRUNCATE, so
+# `manage.py flush` fails. Only the test settings allow flush to empty it (the
+# test runner flushes between transactional tests).
+AUDIT_LEDGER_FLUSHABLE = False
 
 # --- Logging -----------------------------------------------------------------
 LOGGING = {

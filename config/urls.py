@@ -7,6 +7,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("", include("rollout.urls")),
+    path("", include("governance.urls")),
 ]
 
 handler403 = "rollout.views.permission_denied"
