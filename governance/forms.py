@@ -36,17 +36,22 @@ def parse_utc(value: str) -> dt.datetime:
     return moment.astimezone(dt.UTC)
 
 
-class UTCDateTimeField(forms.CharField):
+class UTCDateTimeField(forms.Field):
+    """A UTC date or date-time typed as text (browsers' date-time inputs carry no time zone)."""
+
+    widget = forms.TextInput(attrs={"placeholder": "2025-06-01T00:00Z", "maxlength": 40})
+
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
-        kwargs.setdefault("max_length", 40)
         kwargs.setdefault("help_text", UTC_HELP)
         super().__init__(**kwargs)
 
     def to_python(self, value):
-        text = super().to_python(value)
+        text = (value or "").strip()
         if not text:
             return None
+        if len(text) > 40:
+            raise forms.ValidationError("That is not a date or date-time.", code="invalid")
         try:
             return parse_utc(text)
         except ValueError as exc:

@@ -24,7 +24,18 @@ from rollout.roles import LEAD_ROLES, Role
 from rollout.services import TARGET_COMPLETED, TRANSITION_TARGETS
 
 LEAD_ROLE_VALUES: tuple[str, ...] = tuple(str(r.value) for r in LEAD_ROLES)
-LeadRole = models.TextChoices("LeadRole", [(r.value, r.label) for r in LEAD_ROLES])
+
+
+class LeadRole(models.TextChoices):
+    """The roles that sign off plans and approve transitions (design section 1)."""
+
+    PRODUCT_LEAD = Role.PRODUCT_LEAD.value, Role.PRODUCT_LEAD.label
+    SUPPORT_LEAD = Role.SUPPORT_LEAD.value, Role.SUPPORT_LEAD.label
+    COMPLIANCE_LEAD = Role.COMPLIANCE_LEAD.value, Role.COMPLIANCE_LEAD.label
+    SRE_LEAD = Role.SRE_LEAD.value, Role.SRE_LEAD.label
+
+
+assert tuple(LeadRole.values) == LEAD_ROLE_VALUES
 
 
 class Decision(models.TextChoices):

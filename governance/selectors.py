@@ -209,8 +209,13 @@ def _hours(delta: dt.timedelta) -> int:
     return int(delta.total_seconds() // 3600)
 
 
-def gates_for(rollout: Rollout, target: str, *, now: dt.datetime | None = None) -> list[Gate]:
-    """Design section 3's automated gates into ``target``, each with pass/fail and why."""
+def gates_for(
+    rollout: Rollout, target: str, *, now: dt.datetime | None = None, sign_offs: SignOffState | None = None
+) -> list[Gate]:
+    """Design section 3's automated gates into ``target``, each with pass/fail and why.
+
+    ``sign_offs`` saves reading them again when the caller already has them.
+    """
     now = now or timezone.now()
     phases = {p.kind: p for p in Phase.objects.filter(rollout=rollout)}
     current = next((p for p in phases.values() if p.status == PhaseStatus.ACTIVE), None)
@@ -239,7 +244,7 @@ def gates_for(rollout: Rollout, target: str, *, now: dt.datetime | None = None) 
             )
         )
     if target == TransitionTarget.CANARY:
-        state = sign_off_state(rollout, superseded_limit=0)
+        state = sign_offs or sign_off_state(rollout, superseded_limit=0)
         approved, rejected = state.approved_roles, state.rejected_roles
         detail = f"plan signed {len(approved)}/{len(LEAD_ROLE_VALUES)} (version {state.plan_hash[:12]})"
         missing = [ROLE_LABELS[r] for r in LEAD_ROLE_VALUES if r not in approved]
@@ -351,7 +356,11 @@ class TransitionView:
 
 
 def transition_view(
-    request: TransitionRequest, *, with_gates: bool = True, config: dict[str, tuple[str, ...]] | None = None
+    request: TransitionRequest,
+    *,
+    with_gates: bool = True,
+    config: dict[str, tuple[str, ...]] | None = None,
+    sign_offs: SignOffState | None = None,
 ) -> TransitionView:
     approvals = list(request.approvals.select_related("approver").order_by("decided_at", "id"))
     required = (config or approver_config(request.rollout))[request.target]
@@ -362,7 +371,7 @@ def transition_view(
         voided=[a for a in approvals if a.voided_at is not None],
     )
     if with_gates and request.is_pending:
-        view.gates = gates_for(request.rollout, request.target)
+        view.gates = gates_for(request.rollout, request.target, sign_offs=sign_offs)
     return view
 
 
@@ -376,6 +385,7 @@ def transition_detail(slug: str, pk: int) -> TransitionView:
 def transition_requests(rollout: Rollout) -> QuerySet[TransitionRequest]:
     return (
         TransitionRequest.objects.filter(rollout=rollout)
+        .select_related("rollout")
         .annotate(
             approvals_in=Count(
                 "approvals", filter=Q(approvals__voided_at__isnull=True, approvals__decision=Decision.APPROVE)
@@ -423,13 +433,13 @@ def rollout_governance(rollout: Rollout) -> RolloutGovernance:
     target = next_target(rollout, current)
     config = approver_config(rollout)
     pending = pending_request(rollout)
-    view = transition_view(pending, config=config) if pending else None
+    view = transition_view(pending, config=config, sign_offs=state) if pending else None
     return RolloutGovernance(
         rollout=rollout,
         sign_offs=state,
         next_target=target,
         pending=view,
-        next_gates=view.gates if view else (gates_for(rollout, target) if target else []),
+        next_gates=view.gates if view else (gates_for(rollout, target, sign_offs=state) if target else []),
         config=config,
         request_count=TransitionRequest.objects.filter(rollout=rollout).count(),
     )
