@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connections
 
 from governance import services
 from governance.models import TransitionRequest
@@ -61,3 +62,6 @@ def browser_page(live_server):
             yield page
         finally:
             browser.close()
+            # Inside sync_playwright() Django's context-local connection storage gives the test another
+            # connection than the one pytest-django closes; left open, the test database cannot be dropped.
+            connections.close_all()
