@@ -341,3 +341,31 @@ def test_the_admin_cannot_add_change_or_delete_entries(rollout, users):
     assert not model_admin.has_add_permission(request)
     assert not model_admin.has_change_permission(request, last())
     assert not model_admin.has_delete_permission(request, last())
+
+
+def test_the_actor_name_survives_the_users_deletion(rollout, client_for, users):
+    client_for(Role.AUDITOR).get(f"/rollouts/{rollout.slug}/kill-switch/")
+    entry = last()
+    user_id = users[Role.AUDITOR].pk
+    users[Role.AUDITOR].delete()
+    entry.refresh_from_db()
+    assert (entry.actor_name, entry.actor_user_id) == ("auditor", user_id)
+    assert ledger.verify(ledger.database_records()).ok
+
+
+def test_the_admin_pages_render_read_only(approved_canary, client):
+    from tests.conftest import make_user
+
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    for url in (
+        "/admin/governance/auditevent/",
+        f"/admin/governance/auditevent/{last().pk}/change/",
+        "/admin/governance/transitionrequest/",
+        f"/admin/governance/transitionrequest/{approved_canary.pk}/change/",
+        "/admin/governance/plansignoff/",
+        "/admin/governance/transitionapproval/",
+        "/admin/governance/approvingrole/",
+    ):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert b'name="_save"' not in response.content, url
