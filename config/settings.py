@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who acts and under which request id, for the audit ledger.
+    "governance.middleware.AuditContextMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -246,6 +248,11 @@ WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 # Backoff between attempts: base, 2 x base, 4 x base, ... seconds.
 WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+
+# The audit ledger is append-only: on PostgreSQL a trigger refuses TRUNCATE, so
+# `manage.py flush` fails. Only the test settings allow flush to empty it (the
+# test runner flushes between transactional tests).
+AUDIT_LEDGER_FLUSHABLE = False
 
 # --- Logging -----------------------------------------------------------------
 LOGGING = {

@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/v1/", include("evaluations.api_urls")),
     path("", include("evaluations.urls")),
     path("", include("rollout.urls")),
+    path("", include("governance.urls")),
 ]
 
 handler403 = "rollout.views.permission_denied"

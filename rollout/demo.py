@@ -5,6 +5,7 @@ Every write goes through the services; running it again finds what exists and ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
@@ -91,7 +92,18 @@ def _tenants(result: SeedResult) -> None:
             result.created.append(f"tenant {name}")
 
 
-def _main_rollout(users: dict, result: SeedResult) -> None:
+# How the main rollout gets into canary. The top app passes its own (sign-offs,
+# an approved and applied transition request); this app alone advances directly.
+EnterCanary = Callable[[Rollout, dict], None]
+
+
+def _advance_directly(rollout: Rollout, users: dict) -> None:
+    services.rollout_advance(
+        rollout=rollout, to=PhaseKind.CANARY, actor=users[Role.ROLLOUT_ADMIN], reason="Demo: canary started"
+    )
+
+
+def _main_rollout(users: dict, result: SeedResult, enter_canary: EnterCanary) -> None:
     if Rollout.objects.filter(slug=MAIN_SLUG).exists():
         return
     admin = users[Role.ROLLOUT_ADMIN]
@@ -113,7 +125,7 @@ def _main_rollout(users: dict, result: SeedResult) -> None:
     services.communication_create(
         rollout=rollout, kind=CommunicationKind.PRELAUNCH, title=title, body=body, actor=admin, publish=True
     )
-    services.rollout_advance(rollout=rollout, to=PhaseKind.CANARY, actor=admin, reason="Demo: canary started")
+    enter_canary(rollout, users)
     services.communication_create(
         rollout=rollout,
         kind=CommunicationKind.STATUS_UPDATE,
@@ -159,10 +171,10 @@ def _second_rollout(users: dict, result: SeedResult) -> None:
 
 
 @transaction.atomic
-def seed_demo(*, password: str = "demo") -> SeedResult:  # noqa: S107 - demo logins
+def seed_demo(*, password: str = "demo", enter_canary: EnterCanary = _advance_directly) -> SeedResult:  # noqa: S107
     result = SeedResult()
     users = _users(password, result)
     _tenants(result)
-    _main_rollout(users, result)
+    _main_rollout(users, result, enter_canary)
     _second_rollout(users, result)
     return result

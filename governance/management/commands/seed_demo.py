@@ -1,12 +1,17 @@
 """``manage.py seed_demo``: demo users (one per role), tenants, rollouts and their records. Idempotent.
 
-It lives in the top app so it can lay down every app's demo data in order.
+It lives in the top app so it can lay down every app's demo data in order: the
+main rollout enters canary through sign-offs and an applied transition request.
 """
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.db import transaction
 
 from evaluations.demo import seed_evaluations
+from governance.demo import enter_canary, seed_governance
 from rollout.demo import seed_demo
+from rollout.roles import Role
 
 
 class Command(BaseCommand):
@@ -16,8 +21,11 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="demo", help="Password of the demo users (default: demo).")
 
     def handle(self, *args, password: str, **options):
-        result = seed_demo(password=password)
-        result.created.extend(seed_evaluations())
+        with transaction.atomic():
+            result = seed_demo(password=password, enter_canary=enter_canary)
+            users = {u.username: u for u in get_user_model().objects.filter(username__in=[r.value for r in Role])}
+            seed_governance(users, result)
+            result.created.extend(seed_evaluations())
         self.stdout.write(self.style.SUCCESS(result.summary()))
         self.stdout.write("Demo logins (username / password):")
         for username in result.usernames:

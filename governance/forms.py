@@ -1,0 +1,146 @@
+"""Input parsing for the governance pages. Forms validate shape; services validate rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import forms
+from django.utils.dateparse import parse_date, parse_datetime
+
+from rollout.models import Rollout
+
+from .ledger import KNOWN_ACTIONS
+from .models import Decision, LeadRole, TransitionTarget
+from .selectors import AuditFilter
+
+UTC_HELP = "UTC, e.g. 2025-06-01 or 2025-06-01T14:30Z"
+
+
+def parse_utc(value: str) -> dt.datetime:
+    """A date or date-time in UTC; a date means midnight, a time without offset means UTC.
+
+    Raises ``ValueError`` with a message fit for the user.
+    """
+    text = value.strip()
+    try:
+        moment = parse_datetime(text.replace(" ", "T", 1)) if ("T" in text or " " in text) else None
+        day = None if moment else parse_date(text)
+    except ValueError:
+        moment = day = None
+    if moment is None and day is None:
+        raise ValueError(f"“{value}” is not a date or date-time ({UTC_HELP}).")
+    if moment is None:
+        return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+class UTCDateTimeField(forms.Field):
+    """A UTC date or date-time typed as text (browsers' date-time inputs carry no time zone)."""
+
+    widget = forms.TextInput(attrs={"placeholder": "2025-06-01T00:00Z", "maxlength": 40})
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("help_text", UTC_HELP)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        text = (value or "").strip()
+        if not text:
+            return None
+        if len(text) > 40:
+            raise forms.ValidationError("That is not a date or date-time.", code="invalid")
+        try:
+            return parse_utc(text)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from exc
+
+
+class DecisionForm(forms.Form):
+    role = forms.ChoiceField(choices=LeadRole.choices)
+    decision = forms.ChoiceField(choices=Decision.choices)
+    comment = forms.CharField(max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class TransitionRequestForm(forms.Form):
+    justification = forms.CharField(
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="Why now: what the evidence shows. The approving roles read this.",
+    )
+
+
+class ApplyForm(forms.Form):
+    note = forms.CharField(
+        max_length=2000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Note (optional)",
+        help_text="Recorded with the apply in the audit ledger.",
+    )
+
+
+class ApproversForm(forms.Form):
+    reason = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Recorded in the audit ledger. Decisions already given on an affected open request are voided.",
+    )
+
+    def __init__(self, *args, config: dict[str, tuple[str, ...]], **kwargs):
+        super().__init__(*args, **kwargs)
+        for target, label in TransitionTarget.choices:
+            self.fields[f"roles_{target}"] = forms.MultipleChoiceField(
+                choices=LeadRole.choices,
+                initial=list(config[target]),
+                required=False,
+                widget=forms.CheckboxSelectMultiple,
+                label=f"Into {label}",
+            )
+        self.order_fields([*(f"roles_{t}" for t in TransitionTarget.values), "reason"])
+
+    def roles_by_target(self) -> dict[str, list[str]]:
+        return {t: self.cleaned_data[f"roles_{t}"] for t in TransitionTarget.values}
+
+
+class AuditFilterForm(forms.Form):
+    since = UTCDateTimeField(label="From (UTC, inclusive)")
+    until = UTCDateTimeField(label="Until (UTC, exclusive)")
+    rollout = forms.ModelChoiceField(
+        queryset=Rollout.objects.order_by("name"),
+        to_field_name="slug",
+        required=False,
+        empty_label="All rollouts",
+        error_messages={"invalid_choice": "Unknown rollout: no rollout has that slug."},
+    )
+    actor = forms.CharField(max_length=150, required=False, help_text="User name, token or task, exactly.")
+    action = forms.CharField(max_length=60, required=False)
+    object_type = forms.CharField(max_length=100, required=False, help_text="e.g. rollout.phase")
+    object_id = forms.CharField(max_length=64, required=False)
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since >= until:
+            raise forms.ValidationError("“From” must be before “Until”: the range is [from, until).")
+        if data.get("object_id") and not data.get("object_type"):
+            self.add_error("object_type", "Give the object type with the object id.")
+        return data
+
+    def filters(self) -> AuditFilter:
+        d = self.cleaned_data
+        return AuditFilter(
+            since=d.get("since"),
+            until=d.get("until"),
+            rollout=d.get("rollout"),
+            actor=d.get("actor", "").strip(),
+            action=d.get("action", "").strip(),
+            object_type=d.get("object_type", "").strip(),
+            object_id=d.get("object_id", "").strip(),
+        )
+
+    @property
+    def known_actions(self) -> tuple[str, ...]:
+        return KNOWN_ACTIONS

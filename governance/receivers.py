@@ -1,0 +1,126 @@
+"""Governance listens to the lower apps, to django-simple-history, to auth and to Celery.
+
+Connected in ``GovernanceConfig.ready``; nothing below imports governance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from celery.signals import task_postrun, task_prerun
+from django.contrib.auth.signals import user_login_failed
+from django.dispatch import receiver
+from simple_history.signals import post_create_historical_record
+
+from rollout.context import Actor, acting_as
+from rollout.models import Incident, Rollout
+from rollout.signals import access_denied, home_panels, plan_changed, rollout_panels, rollout_rolled_back
+
+from . import ledger, selectors, services
+
+
+@receiver(post_create_historical_record, dispatch_uid="governance.ledger.history")
+def ledger_history(sender, instance, history_instance, history_user=None, history_change_reason=None, **kwargs):
+    """One ledger entry per historical record of every tracked model, in the writer's transaction."""
+    if instance._meta.app_label in ledger.TRACKED_APPS:
+        ledger.record_history(
+            instance=instance,
+            history_instance=history_instance,
+            history_user=history_user,
+            reason=history_change_reason,
+        )
+
+
+@receiver(plan_changed, dispatch_uid="governance.supersede_sign_offs")
+def supersede_sign_offs(sender, rollout, actor, reason, **kwargs) -> None:
+    services.sign_offs_supersede(rollout=rollout, actor=actor, reason=reason)
+
+
+@receiver(rollout_rolled_back, dispatch_uid="governance.ledger.rollback")
+def ledger_rollback(sender, incident_id, **kwargs) -> None:
+    incident = Incident.objects.select_related("phase").get(pk=incident_id)
+    ledger.append(
+        action="rollout.rollback",
+        object_type=ledger.object_type_of(Incident),
+        object_id=incident.pk,
+        object_repr=incident.title,
+        rollout_id=incident.rollout_id,
+        after={
+            "incident": incident.pk,
+            "kind": incident.kind,
+            "trigger": incident.trigger,
+            "phase": incident.phase.kind if incident.phase else None,
+        },
+        reason=incident.reason,
+    )
+
+
+@receiver(user_login_failed, dispatch_uid="governance.ledger.login_failed")
+def ledger_login_failed(sender, credentials, request=None, **kwargs) -> None:
+    # Django has already masked the password in ``credentials``; only the name is kept.
+    username = str(credentials.get("username", ""))[:150]
+    ledger.append(
+        action="auth.login_failed",
+        object_type="auth.login",
+        object_repr=username,
+        after={"username": username, "ip": request.META.get("REMOTE_ADDR", "") if request else ""},
+        reason="Failed login",
+        actor=Actor(kind="anonymous", name="anonymous"),
+    )
+
+
+@receiver(access_denied, dispatch_uid="governance.ledger.access_denied")
+def ledger_access_denied(sender, request, **kwargs) -> None:
+    match = getattr(request, "resolver_match", None)
+    slug = match.kwargs.get("slug") if match else None
+    rollout_id = Rollout.objects.filter(slug=slug).values_list("pk", flat=True).first() if slug else None
+    ledger.append(
+        action="auth.permission_denied",
+        object_type="http.request",
+        object_repr=f"{request.method} {request.path}"[:300],
+        rollout_id=rollout_id,
+        after={"method": request.method, "path": request.path, "view": match.view_name if match else None},
+        reason="Permission denied",
+    )
+
+
+# --- Page panels --------------------------------------------------------------------------------------------
+
+
+@receiver(home_panels, dispatch_uid="governance.panels.my_work")
+def my_work_panel(sender, request, **kwargs) -> dict[str, Any] | None:
+    work = selectors.my_work(request.user)
+    if work is None:
+        return None
+    return {"template": "governance/_panel_my_work.html", "work": work}
+
+
+@receiver(rollout_panels, dispatch_uid="governance.panels.rollout")
+def rollout_panel(sender, request, rollout, **kwargs) -> dict[str, Any]:
+    gov = selectors.rollout_governance(rollout)
+    return {
+        "template": "governance/_panel_rollout.html",
+        "gov": gov,
+        "signable": gov.sign_offs.signable_roles(request.user),
+        "decidable": gov.pending.decidable_roles(request.user) if gov.pending else [],
+    }
+
+
+# --- Celery: the task is the actor, its id the request id ---------------------------------------------------
+
+_task_contexts: dict[str, contextlib.ExitStack] = {}
+
+
+@task_prerun.connect(dispatch_uid="governance.task_context.start")
+def task_context_start(sender=None, task_id=None, task=None, **kwargs) -> None:
+    stack = contextlib.ExitStack()
+    stack.enter_context(acting_as(Actor(kind="task", name=getattr(task, "name", str(sender))), request_id=task_id))
+    _task_contexts[task_id] = stack
+
+
+@task_postrun.connect(dispatch_uid="governance.task_context.end")
+def task_context_end(sender=None, task_id=None, **kwargs) -> None:
+    stack = _task_contexts.pop(task_id, None)
+    if stack is not None:
+        stack.close()

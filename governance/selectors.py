@@ -1,0 +1,560 @@
+"""Reads for governance: plan versions, gates, requests, "My work" and the audit ledger.
+
+Each function runs a fixed number of queries whatever the data size; the page
+tests pin the counts at two sizes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from evaluations.models import SuccessCriterion
+from evaluations.selectors import ga_gate
+from rollout.models import (
+    ChecklistItem,
+    ChecklistKind,
+    Cohort,
+    CohortMembership,
+    EscalationContact,
+    Incident,
+    IncidentKind,
+    IncidentStatus,
+    Phase,
+    PhaseKind,
+    PhaseStatus,
+    Rollout,
+    RolloutStatus,
+)
+from rollout.roles import LEAD_ROLES, Role, user_roles
+from rollout.services import PLAN_FIELDS, next_target
+
+from .ledger import canonical_json
+from .models import (
+    DEFAULT_APPROVING_ROLES,
+    PENDING_STATUSES,
+    ApprovingRole,
+    AuditEvent,
+    Decision,
+    PlanSignOff,
+    RequestStatus,
+    TransitionApproval,
+    TransitionRequest,
+    TransitionTarget,
+)
+
+ROLE_LABELS: dict[str, str] = {r.value: r.label for r in Role}
+LEAD_ROLE_VALUES: tuple[str, ...] = tuple(r.value for r in LEAD_ROLES)
+OPEN_ROLLOUT_STATUSES = (RolloutStatus.DRAFT, RolloutStatus.IN_PROGRESS, RolloutStatus.ROLLED_BACK)
+
+
+def target_label(target: str) -> str:
+    return dict(TransitionTarget.choices).get(target, target)
+
+
+# --- The plan and its version ------------------------------------------------------------
+
+
+def plan_content(rollout: Rollout) -> dict[str, Any]:
+    """Everything the leads sign, read fresh from the database (six queries).
+
+    Success criteria, SLA and guardrail thresholds, cohorts and their members,
+    the deployment calendar and the escalation matrix.
+    """
+    values = Rollout.objects.values(*PLAN_FIELDS).get(pk=rollout.pk)
+    thresholds = {
+        name: (str(Decimal(value).quantize(Decimal("0.0001"))) if isinstance(value, Decimal) else value)
+        for name, value in values.items()
+    }
+    calendar = [
+        {"phase": kind, "planned_start": start.isoformat() if start else None}
+        for kind, start in Phase.objects.filter(rollout=rollout).order_by("order").values_list("kind", "planned_start")
+    ]
+    members: dict[int, list[str]] = {}
+    for cohort_id, slug in CohortMembership.objects.filter(rollout=rollout).values_list("cohort_id", "tenant__slug"):
+        members.setdefault(cohort_id, []).append(slug)
+    cohorts = [
+        {"kind": kind, "name": name, "entry_phase": entry, "tenants": sorted(members.get(pk, []))}
+        for pk, kind, name, entry in Cohort.objects.filter(rollout=rollout)
+        .order_by("kind")
+        .values_list("pk", "kind", "name", "entry_phase")
+    ]
+    escalation = [
+        list(row)
+        for row in EscalationContact.objects.filter(rollout=rollout)
+        .order_by("severity", "order", "id")
+        .values_list("severity", "contact", "role", "channel")
+    ]
+    criteria = [
+        {"metric": metric, "comparator": comparator, "threshold": float(threshold)}
+        for metric, comparator, threshold in SuccessCriterion.objects.filter(rollout=rollout)
+        .order_by("metric")
+        .values_list("metric", "comparator", "threshold")
+    ]
+    return {
+        "thresholds": thresholds,
+        "calendar": calendar,
+        "cohorts": cohorts,
+        "escalation_matrix": escalation,
+        "success_criteria": criteria,
+    }
+
+
+def plan_hash(rollout: Rollout) -> str:
+    """The plan's version: SHA-256 of its canonical JSON."""
+    return hashlib.sha256(canonical_json(plan_content(rollout)).encode("ascii")).hexdigest()
+
+
+@dataclass
+class SignOffState:
+    plan_hash: str
+    current: dict[str, PlanSignOff]  # role -> sign-off on the current version
+    superseded: list[PlanSignOff]
+
+    @property
+    def approved_roles(self) -> list[str]:
+        return [role for role in LEAD_ROLE_VALUES if (s := self.current.get(role)) and s.decision == Decision.APPROVE]
+
+    @property
+    def rejected_roles(self) -> list[str]:
+        return [role for role in LEAD_ROLE_VALUES if (s := self.current.get(role)) and s.decision == Decision.REJECT]
+
+    @property
+    def rows(self) -> list[tuple[str, str, PlanSignOff | None]]:
+        return [(role, ROLE_LABELS[role], self.current.get(role)) for role in LEAD_ROLE_VALUES]
+
+    def signable_roles(self, user) -> list[tuple[str, str]]:
+        """The lead roles ``user`` may still sign in: held, unsigned, and the user has not signed another."""
+        if any(s.signer_id == user.pk for s in self.current.values()):
+            return []
+        held = user_roles(user)
+        return [(role, ROLE_LABELS[role]) for role in LEAD_ROLE_VALUES if role in held and role not in self.current]
+
+
+def sign_off_state(rollout: Rollout, *, superseded_limit: int = 20) -> SignOffState:
+    """Current sign-offs count only when given on the current plan version (8 queries)."""
+    version = plan_hash(rollout)
+    live = list(
+        PlanSignOff.objects.filter(rollout=rollout, superseded_at__isnull=True).select_related("signer").order_by("id")
+    )
+    superseded = list(
+        PlanSignOff.objects.filter(rollout=rollout, superseded_at__isnull=False).order_by("-superseded_at", "-id")[
+            :superseded_limit
+        ]
+    )
+    return SignOffState(
+        plan_hash=version, current={s.role: s for s in live if s.plan_hash == version}, superseded=superseded
+    )
+
+
+# --- Approving roles ------------------------------------------------------------------------------
+
+
+def approver_config(rollout: Rollout) -> dict[str, tuple[str, ...]]:
+    """Approving roles per target: the rollout's own rows, else design section 3's defaults."""
+    own: dict[str, list[str]] = {}
+    for target, role in ApprovingRole.objects.filter(rollout=rollout).values_list("target", "role"):
+        own.setdefault(target, []).append(role)
+    return {
+        target: tuple(r for r in LEAD_ROLE_VALUES if r in own[target])
+        if target in own
+        else tuple(str(r) for r in DEFAULT_APPROVING_ROLES[target])
+        for target in TransitionTarget.values
+    }
+
+
+def configs_for(rollout_ids: Sequence[int]) -> dict[int, dict[str, tuple[str, ...]]]:
+    """``approver_config`` for many rollouts in one query."""
+    own: dict[int, dict[str, list[str]]] = {}
+    for rollout_id, target, role in ApprovingRole.objects.filter(rollout_id__in=rollout_ids).values_list(
+        "rollout_id", "target", "role"
+    ):
+        own.setdefault(rollout_id, {}).setdefault(target, []).append(role)
+    result = {}
+    for rollout_id in rollout_ids:
+        mine = own.get(rollout_id, {})
+        result[rollout_id] = {
+            target: tuple(r for r in LEAD_ROLE_VALUES if r in mine[target])
+            if target in mine
+            else tuple(str(r) for r in DEFAULT_APPROVING_ROLES[target])
+            for target in TransitionTarget.values
+        }
+    return result
+
+
+# --- Gates ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gate:
+    key: str
+    label: str
+    passed: bool
+    detail: str
+
+    @property
+    def state(self) -> str:
+        return "pass" if self.passed else "fail"
+
+
+def _hours(delta: dt.timedelta) -> int:
+    return int(delta.total_seconds() // 3600)
+
+
+def gates_for(
+    rollout: Rollout, target: str, *, now: dt.datetime | None = None, sign_offs: SignOffState | None = None
+) -> list[Gate]:
+    """Design section 3's automated gates into ``target``, each with pass/fail and why.
+
+    ``sign_offs`` saves reading them again when the caller already has them.
+    """
+    now = now or timezone.now()
+    phases = {p.kind: p for p in Phase.objects.filter(rollout=rollout)}
+    current = next((p for p in phases.values() if p.status == PhaseStatus.ACTIVE), None)
+    expected = next_target(rollout, current)
+    where = current.get_kind_display() if current else "no active phase"
+    gates = [
+        Gate(
+            "state",
+            "Rollout state",
+            expected == target,
+            f"{rollout.get_status_display()}, {where}; next step {target_label(expected) if expected else 'none'}",
+        )
+    ]
+    if target in (TransitionTarget.CANARY, TransitionTarget.COMPLETED):
+        kind = ChecklistKind.READINESS if target == TransitionTarget.CANARY else ChecklistKind.EXIT
+        counts = ChecklistItem.objects.filter(rollout=rollout, kind=kind).aggregate(
+            total=Count("id"), done=Count("id", filter=Q(completed_at__isnull=False))
+        )
+        name = "readiness" if kind == ChecklistKind.READINESS else "exit criteria"
+        gates.append(
+            Gate(
+                kind,
+                "Readiness checklist complete" if kind == ChecklistKind.READINESS else "Exit criteria complete",
+                counts["total"] > 0 and counts["done"] == counts["total"],
+                f"{name} {counts['done']}/{counts['total']}",
+            )
+        )
+    if target == TransitionTarget.CANARY:
+        state = sign_offs or sign_off_state(rollout, superseded_limit=0)
+        approved, rejected = state.approved_roles, state.rejected_roles
+        detail = f"plan signed {len(approved)}/{len(LEAD_ROLE_VALUES)} (version {state.plan_hash[:12]})"
+        missing = [ROLE_LABELS[r] for r in LEAD_ROLE_VALUES if r not in approved]
+        if rejected:
+            detail += "; rejected by " + ", ".join(ROLE_LABELS[r] for r in rejected)
+        elif missing:
+            detail += "; waiting for " + ", ".join(missing)
+        gates.append(
+            Gate("sign_off", "Plan signed off by all four leads", len(approved) == len(LEAD_ROLE_VALUES), detail)
+        )
+    if target in (TransitionTarget.LIMITED_BETA, TransitionTarget.GENERAL_AVAILABILITY):
+        canary = phases.get(PhaseKind.CANARY)
+        since = canary.entered_at if canary and canary.entered_at else None
+        counts = Incident.objects.filter(rollout=rollout).aggregate(
+            open=Count("id", filter=Q(status=IncidentStatus.OPEN)),
+            fired=Count(
+                "id",
+                filter=Q(kind=IncidentKind.AUTOMATIC, phase__kind=PhaseKind.CANARY)
+                & (Q(opened_at__gte=since) if since else Q()),
+            ),
+        )
+        if target == TransitionTarget.LIMITED_BETA:
+            soak = rollout.canary_soak_hours
+            if canary and canary.status == PhaseStatus.ACTIVE and canary.entered_at:
+                hours = _hours(now - canary.entered_at)
+                gates.append(
+                    Gate(
+                        "canary_soak", f"Canary active ≥ {soak} h", hours >= soak, f"canary soak {hours} h of {soak} h"
+                    )
+                )
+            else:
+                gates.append(Gate("canary_soak", f"Canary active ≥ {soak} h", False, "canary is not active"))
+        gates.append(
+            Gate(
+                "no_open_incident",
+                "No open incident",
+                counts["open"] == 0,
+                f"{counts['open']} open incident{'s' if counts['open'] != 1 else ''}",
+            )
+        )
+        if target == TransitionTarget.LIMITED_BETA:
+            fired = counts["fired"]
+            gates.append(
+                Gate(
+                    "no_trigger_in_canary",
+                    "No rollback trigger fired in canary",
+                    fired == 0,
+                    f"{fired} trigger{'s' if fired != 1 else ''} fired since canary was entered"
+                    + (f" {since:%Y-%m-%d %H:%M}" if since else ""),
+                )
+            )
+    if target == TransitionTarget.GENERAL_AVAILABILITY:
+        ga = ga_gate(rollout)
+        gates.append(
+            Gate("success_streak", "Success criteria met on consecutive limited-beta runs", ga.passed, str(ga))
+        )
+    return gates
+
+
+def failed(gates: Sequence[Gate]) -> list[Gate]:
+    return [g for g in gates if not g.passed]
+
+
+# --- Transition requests ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RoleDecision:
+    role: str
+    label: str
+    approval: TransitionApproval | None
+
+
+@dataclass
+class TransitionView:
+    request: TransitionRequest
+    required: tuple[str, ...]
+    approvals: list[TransitionApproval]  # current (not voided)
+    voided: list[TransitionApproval]
+    gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def by_role(self) -> list[RoleDecision]:
+        current = {a.role: a for a in self.approvals}
+        return [RoleDecision(r, ROLE_LABELS[r], current.get(r)) for r in self.required]
+
+    @property
+    def approved_count(self) -> int:
+        return sum(1 for a in self.approvals if a.decision == Decision.APPROVE and a.role in self.required)
+
+    @property
+    def all_approved(self) -> bool:
+        return self.approved_count == len(self.required)
+
+    @property
+    def gates_pass(self) -> bool:
+        return not failed(self.gates)
+
+    def decidable_roles(self, user) -> list[tuple[str, str]]:
+        """Roles ``user`` may decide in now: held, required, undecided; not the requester; no other role taken."""
+        request = self.request
+        if not request.is_pending or user.pk == request.requested_by_id:
+            return []
+        if any(a.approver_id == user.pk for a in self.approvals):
+            return []
+        decided = {a.role for a in self.approvals}
+        held = user_roles(user)
+        return [(r, ROLE_LABELS[r]) for r in self.required if r in held and r not in decided]
+
+
+def transition_view(
+    request: TransitionRequest,
+    *,
+    with_gates: bool = True,
+    config: dict[str, tuple[str, ...]] | None = None,
+    sign_offs: SignOffState | None = None,
+) -> TransitionView:
+    approvals = list(request.approvals.select_related("approver").order_by("decided_at", "id"))
+    required = (config or approver_config(request.rollout))[request.target]
+    view = TransitionView(
+        request=request,
+        required=required,
+        approvals=[a for a in approvals if a.voided_at is None],
+        voided=[a for a in approvals if a.voided_at is not None],
+    )
+    if with_gates and request.is_pending:
+        view.gates = gates_for(request.rollout, request.target, sign_offs=sign_offs)
+    return view
+
+
+def transition_detail(slug: str, pk: int) -> TransitionView:
+    request = get_object_or_404(
+        TransitionRequest.objects.select_related("rollout", "requested_by"), rollout__slug=slug, pk=pk
+    )
+    return transition_view(request)
+
+
+def transition_requests(rollout: Rollout) -> QuerySet[TransitionRequest]:
+    return (
+        TransitionRequest.objects.filter(rollout=rollout)
+        .select_related("rollout")
+        .annotate(
+            approvals_in=Count(
+                "approvals", filter=Q(approvals__voided_at__isnull=True, approvals__decision=Decision.APPROVE)
+            ),
+            rejections=Count(
+                "approvals", filter=Q(approvals__voided_at__isnull=True, approvals__decision=Decision.REJECT)
+            ),
+        )
+        .order_by("-requested_at", "-id")
+    )
+
+
+def pending_request(rollout: Rollout) -> TransitionRequest | None:
+    return (
+        TransitionRequest.objects.filter(rollout=rollout, status__in=PENDING_STATUSES)
+        .select_related("rollout", "requested_by")
+        .first()
+    )
+
+
+@dataclass
+class RolloutGovernance:
+    """The governance panel of a rollout page: plan sign-offs and the next transition."""
+
+    rollout: Rollout
+    sign_offs: SignOffState
+    next_target: str | None
+    pending: TransitionView | None
+    next_gates: list[Gate]
+    config: dict[str, tuple[str, ...]]
+    request_count: int
+
+    @property
+    def next_target_label(self) -> str | None:
+        return target_label(self.next_target) if self.next_target else None
+
+    @property
+    def config_rows(self) -> list[tuple[str, str, list[str]]]:
+        return [(t, target_label(t), [ROLE_LABELS[r] for r in roles]) for t, roles in self.config.items()]
+
+
+def rollout_governance(rollout: Rollout) -> RolloutGovernance:
+    state = sign_off_state(rollout)
+    current = rollout.phases.filter(status=PhaseStatus.ACTIVE).first()
+    target = next_target(rollout, current)
+    config = approver_config(rollout)
+    pending = pending_request(rollout)
+    view = transition_view(pending, config=config, sign_offs=state) if pending else None
+    return RolloutGovernance(
+        rollout=rollout,
+        sign_offs=state,
+        next_target=target,
+        pending=view,
+        next_gates=view.gates if view else (gates_for(rollout, target, sign_offs=state) if target else []),
+        config=config,
+        request_count=TransitionRequest.objects.filter(rollout=rollout).count(),
+    )
+
+
+# --- "My work" ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MyWork:
+    decisions: list[tuple[TransitionRequest, list[str]]]  # requests and the roles the user may decide in
+    sign_offs: list[tuple[Rollout, list[str]]]
+    to_apply: list[TransitionRequest]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.decisions or self.sign_offs or self.to_apply)
+
+
+def my_work(user, *, limit: int = 10) -> MyWork | None:
+    """Requests and sign-offs waiting for the user's roles; approved requests for those who apply them.
+
+    ``None`` for users with neither a lead role nor the apply permission.
+    """
+    held = user_roles(user)
+    leads = [r for r in LEAD_ROLE_VALUES if r in held]
+    can_apply = user.has_perm("governance.apply_transitionrequest")
+    if not leads and not can_apply:
+        return None
+    decisions: list[tuple[TransitionRequest, list[str]]] = []
+    sign_offs: list[tuple[Rollout, list[str]]] = []
+    if leads:
+        pending = list(
+            TransitionRequest.objects.filter(status=RequestStatus.OPEN)
+            .select_related("rollout")
+            .prefetch_related(Prefetch("approvals", queryset=TransitionApproval.objects.filter(voided_at__isnull=True)))
+            .order_by("requested_at", "id")
+        )
+        configs = configs_for([r.rollout_id for r in pending])
+        for request in pending:
+            if request.requested_by_id == user.pk:
+                continue
+            approvals = list(request.approvals.all())
+            if any(a.approver_id == user.pk for a in approvals):
+                continue
+            decided = {a.role for a in approvals}
+            roles = [r for r in configs[request.rollout_id][request.target] if r in leads and r not in decided]
+            if roles:
+                decisions.append((request, [ROLE_LABELS[r] for r in roles]))
+        rollouts = Rollout.objects.filter(status__in=OPEN_ROLLOUT_STATUSES).prefetch_related(
+            Prefetch("sign_offs", queryset=PlanSignOff.objects.filter(superseded_at__isnull=True), to_attr="live")
+        )
+        for rollout in rollouts.order_by("-created_at", "-id"):
+            if any(s.signer_id == user.pk for s in rollout.live):
+                continue
+            signed = {s.role for s in rollout.live}
+            roles = [r for r in leads if r not in signed]
+            if roles:
+                sign_offs.append((rollout, [ROLE_LABELS[r] for r in roles]))
+    to_apply = (
+        list(
+            TransitionRequest.objects.filter(status=RequestStatus.APPROVED)
+            .select_related("rollout")
+            .order_by("decided_at", "id")[:limit]
+        )
+        if can_apply
+        else []
+    )
+    return MyWork(decisions=decisions[:limit], sign_offs=sign_offs[:limit], to_apply=to_apply)
+
+
+# --- The audit ledger -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    rollout: Rollout | None = None
+    actor: str = ""
+    action: str = ""
+    object_type: str = ""
+    object_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "rollout": self.rollout.slug if self.rollout else None,
+            "actor": self.actor or None,
+            "action": self.action or None,
+            "object_type": self.object_type or None,
+            "object_id": self.object_id or None,
+        }
+
+
+def audit_events(filters: AuditFilter) -> QuerySet[AuditEvent]:
+    """Ledger entries matching the filter, newest first; time is half-open ``[since, until)``."""
+    qs = AuditEvent.objects.all()
+    if filters.since:
+        qs = qs.filter(at__gte=filters.since)
+    if filters.until:
+        qs = qs.filter(at__lt=filters.until)
+    if filters.rollout:
+        qs = qs.filter(rollout_id=filters.rollout.pk)
+    if filters.actor:
+        qs = qs.filter(actor_name=filters.actor)
+    if filters.action:
+        qs = qs.filter(action=filters.action)
+    if filters.object_type:
+        qs = qs.filter(object_type=filters.object_type)
+    if filters.object_id:
+        qs = qs.filter(object_id=filters.object_id)
+    return qs.order_by("-sequence")
+
+
+def rollout_names(ids: Sequence[int]) -> dict[int, Rollout]:
+    return {r.pk: r for r in Rollout.objects.filter(pk__in=set(ids)).only("pk", "slug", "name")}

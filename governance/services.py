@@ -1,0 +1,401 @@
+"""Every governance write: plan sign-offs, transition requests and decisions, apply, approvers, exports.
+
+Each service validates, locks the rollout row first (then the request row), writes
+in one transaction and saves tracked rows with ``save_tracked``; the ledger entry
+of each historical record carries the governance action set here. Rules the
+database can hold are constraints too (``models.py``): the services check first
+so the user gets a named error, the constraints catch whatever slips past.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Model, QuerySet
+from django.utils import timezone
+
+from rollout.context import user_actor
+from rollout.errors import ActionNotAllowed, InvalidTransition
+from rollout.history import delete_tracked, save_tracked
+from rollout.models import Rollout
+from rollout.roles import has_role
+from rollout.services import active_phase, next_target, rollout_advance
+
+from . import ledger
+from .errors import (
+    AlreadyApplied,
+    CommentRequired,
+    GateNotMet,
+    InvalidApprovers,
+    InvalidAuditFilter,
+    InvalidDecision,
+    NotInRole,
+    OneRolePerPerson,
+    RequestAlreadyOpen,
+    RequestClosed,
+    RequestNotApproved,
+    RoleAlreadyDecided,
+    RoleNotRequired,
+    RolloutClosed,
+    SelfApprovalForbidden,
+)
+from .models import (
+    PENDING_STATUSES,
+    ApprovingRole,
+    AuditEvent,
+    Decision,
+    PlanSignOff,
+    RequestStatus,
+    TransitionApproval,
+    TransitionRequest,
+    TransitionTarget,
+)
+from .selectors import (
+    LEAD_ROLE_VALUES,
+    ROLE_LABELS,
+    AuditFilter,
+    approver_config,
+    audit_events,
+    failed,
+    gates_for,
+    plan_hash,
+    target_label,
+)
+
+EXPORT_FORMATS = ("csv", "jsonl")
+
+
+def _require_perm(actor: Any, perm: str) -> None:
+    """Users need the permission; ``None`` is the system itself (seed, commands)."""
+    if actor is not None and not actor.has_perm(perm):
+        raise ActionNotAllowed("Your roles do not allow this action.")
+
+
+def _save(obj: Model, *, action: str, actor: Any, reason: str) -> Model:
+    """``save_tracked`` with the governance action the ledger entry should carry."""
+    obj._audit_action = action
+    try:
+        return save_tracked(obj, actor=actor, reason=reason)
+    finally:
+        del obj._audit_action
+
+
+def _name(actor: Any) -> str:
+    return actor.get_username() if actor is not None else "system"
+
+
+def _lock(rollout_id: int) -> Rollout:
+    return Rollout.objects.select_for_update().get(pk=rollout_id)
+
+
+def _check_decision(decision: str, comment: str) -> None:
+    if decision not in Decision.values:
+        raise InvalidDecision(f"Unknown decision {decision!r}: approve or reject.", field="decision")
+    if decision == Decision.REJECT and not comment.strip():
+        raise CommentRequired("A rejection needs a comment saying why.", field="comment")
+
+
+# --- Plan sign-off -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def plan_sign_off(*, rollout: Rollout, role: str, decision: str, comment: str, actor: Any) -> PlanSignOff:
+    """A lead approves or rejects the current version of the plan, in one role they hold."""
+    role = str(role)
+    if role not in LEAD_ROLE_VALUES:
+        raise NotInRole(f"Only the product, support, compliance and SRE leads sign off a plan, not {role!r}.")
+    if actor is None or not has_role(actor, role):
+        raise NotInRole(f"Only a member of {ROLE_LABELS[role]} signs off for that role.", field="role")
+    _check_decision(decision, comment)
+    rollout = _lock(rollout.pk)
+    if rollout.is_closed:
+        raise RolloutClosed("A completed or cancelled rollout's plan is no longer signed.")
+    version = plan_hash(rollout)
+    # A plan change that did not announce itself still voids earlier sign-offs.
+    _supersede(rollout, version, actor=actor, reason="Plan version changed")
+    live = list(PlanSignOff.objects.select_for_update().filter(rollout=rollout, superseded_at__isnull=True))
+    taken = next((s for s in live if s.role == role), None)
+    if taken is not None:
+        raise RoleAlreadyDecided(
+            f"{ROLE_LABELS[role]} already {taken.decision}d this plan version ({taken.signer_name})."
+        )
+    if any(s.signer_id == actor.pk for s in live):
+        raise OneRolePerPerson("You already signed this plan version in another role; one person signs in one role.")
+    sign_off = PlanSignOff(
+        rollout=rollout,
+        role=role,
+        signer=actor,
+        signer_name=_name(actor),
+        decision=decision,
+        comment=comment.strip(),
+        plan_hash=version,
+        signed_at=timezone.now(),
+    )
+    verb = "approved" if decision == Decision.APPROVE else "rejected"
+    return _save(
+        sign_off,
+        action=f"signoff.{decision}",
+        actor=actor,
+        reason=comment.strip() or f"Plan {verb} by {ROLE_LABELS[role]}",
+    )
+
+
+def _supersede(rollout: Rollout, version: str, *, actor: Any, reason: str) -> int:
+    stale = PlanSignOff.objects.select_for_update().filter(rollout=rollout, superseded_at__isnull=True)
+    now = timezone.now()
+    count = 0
+    for sign_off in stale.exclude(plan_hash=version).order_by("id"):
+        sign_off.superseded_at, sign_off.superseded_by_hash = now, version
+        _save(sign_off, action="signoff.supersede", actor=actor, reason=reason)
+        count += 1
+    return count
+
+
+@transaction.atomic
+def sign_offs_supersede(*, rollout: Rollout, actor: Any, reason: str) -> int:
+    """After a plan change (inside its transaction): sign-offs of other versions stop counting."""
+    return _supersede(rollout, plan_hash(rollout), actor=actor, reason=f"Plan changed: {reason}")
+
+
+# --- Transition requests ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def transition_request_create(
+    *, rollout: Rollout, justification: str, actor: Any, target: str | None = None
+) -> TransitionRequest:
+    """A rollout-admin asks for the rollout's next step; the approving roles then decide."""
+    _require_perm(actor, "governance.add_transitionrequest")
+    if not justification.strip():
+        raise CommentRequired("A transition request needs a justification.", field="justification")
+    rollout = _lock(rollout.pk)
+    current = active_phase(rollout)
+    expected = next_target(rollout, current)
+    if expected is None:
+        raise InvalidTransition(f"A {rollout.get_status_display().lower()} rollout has no next step to request.")
+    if target is not None and target != expected:
+        raise InvalidTransition(f"The next step is {target_label(expected)}, not {target_label(target)}.")
+    if TransitionRequest.objects.filter(rollout=rollout, status__in=PENDING_STATUSES).exists():
+        raise RequestAlreadyOpen("This rollout already has an open transition request: decide or withdraw it first.")
+    request = TransitionRequest(
+        rollout=rollout,
+        from_phase=current.kind,
+        target=expected,
+        justification=justification.strip(),
+        requested_by=actor,
+        requester_name=_name(actor),
+        requested_at=timezone.now(),
+    )
+    try:
+        with transaction.atomic():
+            return _save(request, action="transition.request", actor=actor, reason=justification.strip())
+    except IntegrityError as exc:  # the partial unique index, should the check above ever be bypassed
+        raise RequestAlreadyOpen("This rollout already has an open transition request.") from exc
+
+
+def _locked_request(request: TransitionRequest) -> tuple[Rollout, TransitionRequest]:
+    # Always the rollout row first, then the request: the order every governance write uses.
+    rollout = _lock(request.rollout_id)
+    locked = TransitionRequest.objects.select_for_update().get(pk=request.pk)
+    locked.rollout = rollout
+    return rollout, locked
+
+
+@transaction.atomic
+def transition_decide(
+    *, request: TransitionRequest, role: str, decision: str, comment: str, actor: Any
+) -> TransitionApproval:
+    """One required role approves or rejects. A rejection rejects the request; the last approval approves it."""
+    role = str(role)
+    rollout, request = _locked_request(request)
+    if not request.is_pending:
+        raise RequestClosed(f"Request #{request.pk} is {request.get_status_display().lower()}; it takes no decisions.")
+    required = approver_config(rollout)[request.target]
+    if role not in required:
+        raise RoleNotRequired(
+            f"{ROLE_LABELS.get(role, role)} does not approve the move into {target_label(request.target)}.",
+            field="role",
+        )
+    if actor is None or not has_role(actor, role):
+        raise NotInRole(f"Only a member of {ROLE_LABELS[role]} decides for that role.", field="role")
+    if actor.pk == request.requested_by_id:
+        raise SelfApprovalForbidden("You requested this transition, so you cannot decide on it.")
+    _check_decision(decision, comment)
+    current = list(request.approvals.select_for_update().filter(voided_at__isnull=True))
+    done = next((a for a in current if a.role == role), None)
+    if done is not None:
+        raise RoleAlreadyDecided(f"{ROLE_LABELS[role]} already decided ({done.approver_name}: {done.decision}).")
+    if any(a.approver_id == actor.pk for a in current):
+        raise OneRolePerPerson("You already decided on this request in another role; one person fills one role.")
+    now = timezone.now()
+    approval = TransitionApproval(
+        request=request,
+        role=role,
+        decision=decision,
+        comment=comment.strip(),
+        approver=actor,
+        approver_name=_name(actor),
+        requester_id=request.requested_by_id,
+        decided_at=now,
+    )
+    reason = comment.strip() or f"{ROLE_LABELS[role]} {decision}s request #{request.pk}"
+    try:
+        with transaction.atomic():
+            _save(approval, action=f"transition.{decision}", actor=actor, reason=reason)
+    except IntegrityError as exc:  # a constraint caught what the checks above did not
+        raise RoleAlreadyDecided("This decision conflicts with one already recorded.") from exc
+    if decision == Decision.REJECT:
+        request.status, request.decided_at = RequestStatus.REJECTED, now
+        _save(request, action="transition.rejected", actor=actor, reason=f"Rejected by {ROLE_LABELS[role]}: {reason}")
+    else:
+        approved = {a.role for a in current if a.decision == Decision.APPROVE} | {role}
+        if all(r in approved for r in required):
+            request.status, request.decided_at = RequestStatus.APPROVED, now
+            _save(request, action="transition.approved", actor=actor, reason="Every required role approved")
+    return approval
+
+
+@transaction.atomic
+def transition_apply(*, request: TransitionRequest, actor: Any, reason: str = "") -> TransitionRequest:
+    """Apply an approved request: approvals and every gate re-checked under the rollout's row lock.
+
+    Two people pressing at once: the second waits for the lock, then finds the
+    request applied. The rollout moves through its state machine in the same
+    transaction (phase, flag exposure, guardrail mode on GA).
+    """
+    _require_perm(actor, "governance.apply_transitionrequest")
+    rollout, request = _locked_request(request)
+    if request.status == RequestStatus.APPLIED:
+        raise AlreadyApplied(f"Request #{request.pk} was already applied by {request.closed_by_name}.")
+    if not request.is_pending:
+        raise RequestClosed(f"Request #{request.pk} is {request.get_status_display().lower()}.")
+    required = approver_config(rollout)[request.target]
+    approved = set(
+        request.approvals.filter(voided_at__isnull=True, decision=Decision.APPROVE).values_list("role", flat=True)
+    )
+    missing = [ROLE_LABELS[r] for r in required if r not in approved]
+    if request.status != RequestStatus.APPROVED or missing:
+        raise RequestNotApproved("Still waiting for: " + (", ".join(missing) or "approvals") + ".")
+    gates = failed(gates_for(rollout, request.target))
+    if gates:
+        raise GateNotMet("Gates not met: " + "; ".join(f"{g.label} ({g.detail})" for g in gates) + ".", gates=gates)
+    note = reason.strip() or f"Applied request #{request.pk}"
+    rollout_advance(
+        rollout=rollout,
+        to=request.target,
+        actor=actor,
+        reason=f"Transition request #{request.pk} into {target_label(request.target)}: {request.justification}",
+    )
+    request.status = RequestStatus.APPLIED
+    request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), _name(actor), note
+    return _save(request, action="transition.apply", actor=actor, reason=note)
+
+
+@transaction.atomic
+def transition_withdraw(*, request: TransitionRequest, actor: Any, reason: str) -> TransitionRequest:
+    _require_perm(actor, "governance.withdraw_transitionrequest")
+    if not reason.strip():
+        raise CommentRequired("Withdrawing a request needs a reason.", field="reason")
+    _rollout, request = _locked_request(request)
+    if request.status == RequestStatus.APPLIED:
+        raise AlreadyApplied(f"Request #{request.pk} was already applied.")
+    if not request.is_pending:
+        raise RequestClosed(f"Request #{request.pk} is {request.get_status_display().lower()}.")
+    request.status = RequestStatus.WITHDRAWN
+    request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), _name(actor), reason.strip()
+    return _save(request, action="transition.withdraw", actor=actor, reason=reason.strip())
+
+
+# --- Approving roles ----------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def approvers_set(
+    *, rollout: Rollout, roles_by_target: Mapping[str, Iterable[str]], actor: Any, reason: str
+) -> dict[str, tuple[str, ...]]:
+    """Set which lead roles approve each transition of a rollout; voids the decisions on open requests it affects."""
+    _require_perm(actor, "governance.change_approvingrole")
+    if not reason.strip():
+        raise CommentRequired("Changing the approving roles needs a reason.", field="reason")
+    wanted: dict[str, tuple[str, ...]] = {}
+    for target, roles in roles_by_target.items():
+        if target not in TransitionTarget.values:
+            raise InvalidApprovers(f"Unknown transition {target!r}.")
+        roles = {str(r) for r in roles}
+        strangers = sorted(roles - set(LEAD_ROLE_VALUES))
+        if strangers:
+            raise InvalidApprovers(f"Only lead roles approve transitions, not {', '.join(strangers)}.")
+        if not roles:
+            raise InvalidApprovers(f"The move into {target_label(target)} needs at least one approving role.")
+        wanted[target] = tuple(r for r in LEAD_ROLE_VALUES if r in roles)
+    rollout = _lock(rollout.pk)
+    if rollout.is_closed:
+        raise RolloutClosed("A completed or cancelled rollout's approvers no longer change.")
+    current = approver_config(rollout)
+    changed = [t for t, roles in wanted.items() if set(roles) != set(current[t])]
+    if not changed:
+        return current
+    rows = {(a.target, a.role): a for a in ApprovingRole.objects.select_for_update().filter(rollout=rollout)}
+    for target in changed:
+        for (row_target, role), row in rows.items():
+            if row_target == target and role not in wanted[target]:
+                row._audit_action = "approvers.remove"
+                delete_tracked(row, actor=actor, reason=reason)
+        for role in wanted[target]:
+            if (target, role) not in rows:
+                _save(
+                    ApprovingRole(rollout=rollout, target=target, role=role),
+                    action="approvers.add",
+                    actor=actor,
+                    reason=reason,
+                )
+    _void_decisions(rollout, changed, actor=actor, reason=f"Approving roles changed: {reason}")
+    return approver_config(rollout)
+
+
+def _void_decisions(rollout: Rollout, targets: list[str], *, actor: Any, reason: str) -> None:
+    now = timezone.now()
+    pending = TransitionRequest.objects.select_for_update().filter(
+        rollout=rollout, target__in=targets, status__in=PENDING_STATUSES
+    )
+    for request in pending:
+        for approval in request.approvals.select_for_update().filter(voided_at__isnull=True).order_by("id"):
+            approval.voided_at, approval.void_reason = now, reason
+            _save(approval, action="transition.approval_void", actor=actor, reason=reason)
+        if request.status == RequestStatus.APPROVED:
+            request.status, request.decided_at = RequestStatus.OPEN, None
+            _save(request, action="transition.reopen", actor=actor, reason=reason)
+
+
+# --- Exports --------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def audit_export(
+    *, filters: AuditFilter, fmt: str, actor: Any = None, reason: str = ""
+) -> tuple[QuerySet[AuditEvent], AuditEvent]:
+    """Record an export in the ledger and return exactly the entries it covers.
+
+    The export holds the ledger lock while it counts, so the entry states the
+    rows and the last sequence it covers; entries appended afterwards (this one
+    included) are not part of it.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidAuditFilter(f"Unknown export format {fmt!r}: csv or jsonl.", field="format")
+    _require_perm(actor, "governance.export_auditevent")
+    ledger.lock_ledger()
+    through = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+    queryset = audit_events(filters).filter(sequence__lte=through)
+    rows = queryset.count()
+    event = ledger.append(
+        action="audit.export",
+        object_type="governance.auditevent",
+        object_repr=f"Audit ledger export ({fmt})",
+        rollout_id=filters.rollout.pk if filters.rollout else None,
+        after={**filters.as_dict(), "format": fmt, "rows": rows, "through_sequence": through},
+        reason=reason.strip() or "Audit ledger export",
+        actor=user_actor(actor) if actor is not None else None,
+    )
+    return queryset, event

@@ -1,0 +1,58 @@
+"""Template helpers for governance pages: ledger diffs and links to an object's history."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from django import template
+from django.urls import reverse
+
+register = template.Library()
+
+
+@register.simple_tag
+def audit_url(obj=None, **filters) -> str:
+    """The audit page filtered to ``obj`` (any model instance), or to the given filters."""
+    query = dict(filters)
+    if obj is not None:
+        query.update(object_type=obj._meta.label_lower, object_id=str(obj.pk))
+    return reverse("governance:audit") + ("?" + urlencode(query) if query else "")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+@register.filter
+def audit_diff(event) -> dict[str, Any]:
+    """Field, before, after for an entry: the changed fields of an update, every field of a create or delete.
+
+    ``both`` says whether there is a before and an after to set side by side.
+    """
+    before = event.before if isinstance(event.before, dict) else {}
+    after = event.after if isinstance(event.after, dict) else {}
+    rows = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        rows.append(
+            {
+                "field": name,
+                "before": _show(old) if name in before else "",
+                "after": _show(new) if name in after else "",
+                "changed": name in before and name in after and old != new,
+            }
+        )
+    return {"rows": rows, "both": bool(before) and bool(after)}
+
+
+@register.filter
+def short_hash(value: str) -> str:
+    return (value or "")[:12]

@@ -1,0 +1,60 @@
+"""``seed_demo``: the main rollout reaches canary through the real approval path; "My work" has content."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from governance import ledger
+from governance.models import AuditEvent, PlanSignOff, TransitionRequest
+from governance.selectors import my_work
+from rollout.demo import MAIN_SLUG, SECOND_SLUG
+from rollout.models import ChecklistKind, CommunicationKind, PhaseKind, PhaseStatus, Rollout
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_goes_through_sign_off_request_approval_and_apply_and_is_idempotent():
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    assert out.getvalue().startswith("Demo data loaded:")
+    main = Rollout.objects.get(slug=MAIN_SLUG)
+    assert main.phases.get(kind=PhaseKind.CANARY).status == PhaseStatus.ACTIVE
+    assert not main.checklist_items.filter(kind=ChecklistKind.READINESS, completed_at__isnull=True).exists()
+    assert main.communications.filter(kind=CommunicationKind.STATUS_UPDATE).exists()
+    assert main.phases.get(kind=PhaseKind.CANARY).feedback.count() == 2
+
+    assert set(PlanSignOff.objects.filter(rollout=main).values_list("role", "decision")) == {
+        ("product-lead", "approve"),
+        ("support-lead", "approve"),
+        ("compliance-lead", "approve"),
+        ("sre-lead", "approve"),
+    }
+    canary, beta = TransitionRequest.objects.filter(rollout=main).order_by("pk")
+    assert (canary.target, canary.status, canary.requester_name) == ("canary", "applied", "rollout-admin")
+    assert set(canary.approvals.values_list("role", "approver_name")) == {
+        ("product-lead", "product-lead"),
+        ("sre-lead", "sre-lead"),
+    }
+    assert (beta.target, beta.status) == ("limited_beta", "open")
+    second = Rollout.objects.get(slug=SECOND_SLUG)
+    assert set(PlanSignOff.objects.filter(rollout=second).values_list("role", flat=True)) == {
+        "product-lead",
+        "sre-lead",
+    }
+
+    users = {u.username: u for u in get_user_model().objects.all()}
+    assert [r.pk for r, _ in my_work(users["sre-lead"]).decisions] == [beta.pk]
+    support = my_work(users["support-lead"])
+    assert [r.pk for r, _ in support.decisions] == [beta.pk]
+    assert [r.slug for r, _ in support.sign_offs] == [SECOND_SLUG]
+    assert ledger.verify(ledger.database_records()).ok
+
+    entries = AuditEvent.objects.count()
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    assert out.getvalue().startswith("Demo data already present: nothing changed.")
+    assert AuditEvent.objects.count() == entries
