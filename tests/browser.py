@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from django.db import connections
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -43,9 +44,14 @@ def browser_page(base_url: str) -> Iterator[object]:
             browser = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
             try:
                 context = browser.new_context(base_url=base_url, viewport={"width": 1366, "height": 900})
-                yield context.new_page()
+                page = context.new_page()
+                page.set_default_timeout(15_000)
+                yield page
             finally:
                 browser.close()
+                # Inside sync_playwright() Django's context-local connection storage hands the test another
+                # connection than the one pytest-django closes; left open, the test database cannot be dropped.
+                connections.close_all()
     finally:
         if previous is None:
             del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]

@@ -69,10 +69,16 @@ def role_groups(db, role_group_snapshot) -> None:
     post_migrate brings the permissions back but not the groups the data migrations
     made, so later tests on the same worker restore them from the snapshot.
     """
+    from django.apps import apps
+    from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.management import create_contenttypes
 
     if Group.objects.count() >= len(role_group_snapshot):
         return
+    for app_config in apps.get_app_configs():
+        create_contenttypes(app_config, verbosity=0)
+        create_permissions(app_config, verbosity=0)
     perms = {(p.content_type.app_label, p.codename): p for p in Permission.objects.select_related("content_type")}
     for name, codenames in role_group_snapshot.items():
         group, _ = Group.objects.get_or_create(name=name)
@@ -113,3 +119,12 @@ def client_for(client, users):
         return client
 
     return login
+
+
+@pytest.fixture
+def browser_page(live_server):
+    """A Playwright page on Debian's chromium, its base URL the live server."""
+    from tests.browser import browser_page as open_page
+
+    with open_page(live_server.url) as page:
+        yield page

@@ -13,10 +13,10 @@ from governance import services
 from governance.models import AuditEvent, Decision, TransitionRequest
 from rollout.roles import LEAD_ROLES
 
-# Tests with real threads need committed data. After such a test the database is
-# flushed, which also empties what data migrations laid down (role groups and
-# their permissions); serialized_rollback restores it before each of these tests.
-threaded = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# Tests with real threads need committed data. The flush after each of them also
+# empties the role groups the data migrations laid down; the ``role_groups``
+# fixture (tests/conftest.py, used by ``users``) puts them back.
+threaded = pytest.mark.django_db(transaction=True)
 
 
 def sign_all(rollout, users, roles=LEAD_ROLES) -> None:
