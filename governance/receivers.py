@@ -13,6 +13,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 from simple_history.signals import post_create_historical_record
 
+from evaluations.signals import runs_ingested, samples_ingested
 from rollout.context import Actor, acting_as
 from rollout.models import Incident, Rollout
 from rollout.signals import access_denied, home_panels, plan_changed, rollout_panels, rollout_rolled_back
@@ -53,6 +54,31 @@ def ledger_rollback(sender, incident_id, **kwargs) -> None:
             "phase": incident.phase.kind if incident.phase else None,
         },
         reason=incident.reason,
+    )
+
+
+@receiver(runs_ingested, dispatch_uid="governance.ledger.runs_ingested")
+def ledger_runs_ingested(sender, rollout_id, run_ids, actor=None, **kwargs) -> None:
+    """One entry per ingest request and rollout (runs are bulk data, not tracked row by row)."""
+    _ledger_ingest("evaluations.runs_ingested", sender, rollout_id, run_ids, "evaluation run", actor)
+
+
+@receiver(samples_ingested, dispatch_uid="governance.ledger.samples_ingested")
+def ledger_samples_ingested(sender, rollout_id, sample_ids, actor=None, **kwargs) -> None:
+    _ledger_ingest("evaluations.samples_ingested", sender, rollout_id, sample_ids, "monitoring sample", actor)
+
+
+def _ledger_ingest(action: str, model, rollout_id: int, ids: list[int], noun: str, actor: Any) -> None:
+    # The signal carries who ingested (the API token, or the command's user): it runs on commit,
+    # possibly after the request's own context is gone.
+    ledger.append(
+        actor=actor if isinstance(actor, Actor) else None,
+        action=action,
+        object_type=ledger.object_type_of(model),
+        object_repr=f"{len(ids)} {noun}{'s' if len(ids) != 1 else ''}",
+        rollout_id=rollout_id,
+        after={"count": len(ids), "first_id": min(ids), "last_id": max(ids)},
+        reason="Ingested",
     )
 
 

@@ -364,3 +364,20 @@ def test_the_api_needs_no_csrf_token_and_a_session_does_not_authenticate_it(cana
     assert response.status_code == 201
     strict.force_login(users["rollout-admin"])
     assert_problem(strict.get("/api/v1/rollouts/"), 401, "not-authenticated")
+
+
+def test_each_ingest_is_one_ledger_entry_by_the_token(api, canary, django_capture_on_commit_callbacks):
+    from governance.models import AuditEvent
+
+    before = AuditEvent.objects.count()
+    start = timezone.now() - dt.timedelta(minutes=20)
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(URL, {"runs": [run(canary.slug), run(canary.slug)]})
+        api.post("/api/v1/monitoring-samples/", {"samples": [sample(canary.slug, start)]})
+    entries = list(AuditEvent.objects.filter(sequence__gt=before, action__endswith="_ingested").order_by("sequence"))
+    assert [(e.action, e.object_repr, e.actor_kind, e.rollout_id) for e in entries] == [
+        ("evaluations.runs_ingested", "2 evaluation runs", "token", canary.pk),
+        ("evaluations.samples_ingested", "1 monitoring sample", "token", canary.pk),
+    ]
+    assert entries[0].after["count"] == 2
+    assert entries[0].actor_name.startswith("t")
