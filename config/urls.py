@@ -2,11 +2,18 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from evaluations import api_urls as evaluations_api
+from governance import api_urls as governance_api
+
+# One API under /api/v1/ (namespace "api"): evaluations serves ingestion and reads,
+# governance the rollout detail with its gates.
+api_patterns = (evaluations_api.urlpatterns + governance_api.urlpatterns, "api")
+
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("evaluations.api_urls")),
+    path("api/v1/", include(api_patterns)),
     path("", include("evaluations.urls")),
     path("", include("rollout.urls")),
     path("", include("governance.urls")),

@@ -74,7 +74,7 @@ class ProblemSerializer(serializers.Serializer):
     )
 
 
-def _problems(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
+def problem_responses(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
     text = {
         400: "Malformed JSON",
         401: "Missing, unknown, expired or revoked token",
@@ -108,7 +108,7 @@ class EvaluationRunIngestView(ApiView):
         description="All or nothing. Idempotent on run_id: the same run again is a duplicate; the same run_id with "
         "different content is a 409 and nothing of the request is stored.",
         request=EvaluationRunBatchSerializer,
-        responses={201: IngestResultSerializer, **_problems(400, 401, 403, 409, 411, 413, 415, 422)},
+        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 409, 411, 413, 415, 422)},
     )
     def post(self, request: Request) -> Response:
         result = services.ingest_runs(payload=request.data, actor=current_actor())
@@ -123,7 +123,7 @@ class MonitoringSampleIngestView(ApiView):
         summary="Ingest monitoring intervals (1 to 1,000 per request)",
         description="All or nothing; idempotent on (rollout, phase, interval_start).",
         request=MonitoringSampleBatchSerializer,
-        responses={201: IngestResultSerializer, **_problems(400, 401, 403, 409, 411, 413, 415, 422)},
+        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 409, 411, 413, 415, 422)},
     )
     def post(self, request: Request) -> Response:
         result = services.ingest_samples(payload=request.data, actor=current_actor())
@@ -162,92 +162,15 @@ class RolloutListView(ListAPIView, ApiView):
         )
 
     @extend_schema(
-        operation_id="rollouts_list", responses={200: RolloutSummarySerializer(many=True), **_problems(401, 403)}
+        operation_id="rollouts_list",
+        responses={200: RolloutSummarySerializer(many=True), **problem_responses(401, 403)},
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
 
-_Passed = {"passed": serializers.BooleanField()}
-
-
-class GatesSerializer(serializers.Serializer):
-    readiness = inline_serializer(
-        "ReadinessGate", {**_Passed, "done": serializers.IntegerField(), "total": serializers.IntegerField()}
-    )
-    canary_soak = inline_serializer(
-        "CanarySoakGate",
-        {
-            **_Passed,
-            "required_hours": serializers.IntegerField(),
-            "hours": serializers.FloatField(allow_null=True),
-        },
-    )
-    no_open_incident = inline_serializer(
-        "NoOpenIncidentGate",
-        {
-            **_Passed,
-            "open_incidents": inline_serializer(
-                "OpenIncident",
-                {
-                    "id": serializers.IntegerField(),
-                    "title": serializers.CharField(),
-                    "kind": serializers.CharField(),
-                    "trigger": serializers.CharField(),
-                },
-                many=True,
-            ),
-        },
-    )
-    no_trigger_fired_in_canary = inline_serializer("NoTriggerFiredInCanaryGate", dict(_Passed))
-    ga_consecutive_runs = inline_serializer(
-        "GaGate", {**_Passed, "required": serializers.IntegerField(), "streak": serializers.IntegerField()}
-    )
-    triggers = inline_serializer(
-        "TriggerStreak",
-        {
-            "trigger": serializers.CharField(),
-            "threshold": serializers.CharField(),
-            "required": serializers.IntegerField(),
-            "streak": serializers.IntegerField(),
-            "last_fired_at": serializers.DateTimeField(allow_null=True),
-        },
-        many=True,
-    )
-
-
-class RolloutDetailSerializer(serializers.Serializer):
-    slug = serializers.CharField()
-    name = serializers.CharField()
-    status = serializers.CharField()
-    current_phase = serializers.CharField(allow_null=True)
-    phases = PhaseOutSerializer(many=True)
-    gates = GatesSerializer()
-
-
 def _rollout(slug: str) -> Rollout:
     return get_object_or_404(Rollout, slug=slug)
-
-
-class RolloutDetailView(ApiView):
-    @extend_schema(
-        operation_id="rollouts_retrieve",
-        summary="A rollout: status, phases, gates and trigger streaks",
-        responses={200: RolloutDetailSerializer, **_problems(401, 403, 404)},
-    )
-    def get(self, request: Request, slug: str) -> Response:
-        rollout = _rollout(slug)
-        phases = list(rollout.phases.all())
-        current = next((p.kind for p in phases if p.status == PhaseStatus.ACTIVE), None)
-        data = {
-            "slug": rollout.slug,
-            "name": rollout.name,
-            "status": rollout.status,
-            "current_phase": current,
-            "phases": phases,
-            "gates": selectors.rollout_gates(rollout),
-        }
-        return Response(RolloutDetailSerializer(data).data)
 
 
 class FlagStateSerializer(serializers.Serializer):
@@ -276,7 +199,7 @@ class RolloutFlagsView(ApiView):
     @extend_schema(
         operation_id="rollouts_flags",
         summary="Desired flag state per cohort and tenant (for the configuration service)",
-        responses={200: FlagStateSerializer, **_problems(401, 403, 404)},
+        responses={200: FlagStateSerializer, **problem_responses(401, 403, 404)},
     )
     def get(self, request: Request, slug: str) -> Response:
         return Response(rollout_selectors.desired_flag_state(_rollout(slug)))
@@ -358,7 +281,7 @@ class RolloutDeltasView(ApiView):
     @extend_schema(
         operation_id="rollouts_deltas",
         summary="Deltas by phase: both arms, Welch 95% CI of candidate - baseline, verdict, criterion",
-        responses={200: DeltasSerializer, **_problems(401, 403, 404)},
+        responses={200: DeltasSerializer, **problem_responses(401, 403, 404)},
     )
     def get(self, request: Request, slug: str) -> Response:
         return Response(deltas_json(selectors.deltas(_rollout(slug))))
@@ -388,7 +311,7 @@ class EvaluationRunDetailView(ApiView):
     @extend_schema(
         operation_id="evaluation_runs_retrieve",
         summary="A run, its metrics, its output count and when its outputs were purged",
-        responses={200: RunOutSerializer, **_problems(401, 403, 404)},
+        responses={200: RunOutSerializer, **problem_responses(401, 403, 404)},
     )
     def get(self, request: Request, run_id: str) -> Response:
         return Response(RunOutSerializer(selectors.run_detail(run_id)).data)

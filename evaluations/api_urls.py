@@ -9,8 +9,6 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from . import api
 from .authentication import BearerTokenAuthentication
 
-app_name = "api"
-
 # The schema is read by people (through the docs pages, logged in) and by tools (with any token).
 schema_view = login_not_required(
     SpectacularAPIView.as_view(
@@ -33,7 +31,6 @@ urlpatterns = [
     path("evaluation-runs/<str:run_id>/", api.EvaluationRunDetailView.as_view(), name="evaluation-run"),
     path("monitoring-samples/", api.MonitoringSampleIngestView.as_view(), name="monitoring-samples"),
     path("rollouts/", api.RolloutListView.as_view(), name="rollouts"),
-    path("rollouts/<slug:slug>/", api.RolloutDetailView.as_view(), name="rollout"),
     path("rollouts/<slug:slug>/flags/", api.RolloutFlagsView.as_view(), name="rollout-flags"),
     path("rollouts/<slug:slug>/deltas/", api.RolloutDeltasView.as_view(), name="rollout-deltas"),
 ]

@@ -28,11 +28,9 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 
 from rollout.models import (
     PHASE_SEQUENCE,
-    ChecklistKind,
     Incident,
     IncidentStatus,
     Phase,
@@ -344,55 +342,6 @@ def trigger_panel(rollout: Rollout) -> TriggerPanel:
         open_incidents=list(rollout.incidents.filter(status=IncidentStatus.OPEN).select_related("phase")),
         ga=ga_gate(rollout),
     )
-
-
-# --- Gates summary (the API's rollout detail) -------------------------------------------
-
-
-def rollout_gates(rollout: Rollout) -> dict[str, Any]:
-    """What evaluations and the rollout core know about the gates, in one place.
-
-    The governance app evaluates the transition gates itself; this is the
-    read-only summary the API serves, kept in one function so it is easy to extend.
-    """
-    phases = list(rollout.phases.all())
-    current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
-    canary = next((p for p in phases if p.kind == PhaseKind.CANARY), None)
-    ga = ga_gate(rollout)
-    readiness = rollout.checklist_items.filter(kind=ChecklistKind.READINESS).aggregate(
-        total=Count("id"), done=Count("id", filter=Q(completed_at__isnull=False))
-    )
-    open_incidents = list(rollout.incidents.filter(status=IncidentStatus.OPEN).values("id", "title", "kind", "trigger"))
-    canary_fired = TriggerFiring.objects.filter(phase__kind=PhaseKind.CANARY, rollout=rollout).exists()
-    soak_hours = None
-    if canary and canary.entered_at:
-        soak_end = canary.exited_at if canary.status != PhaseStatus.ACTIVE else timezone.now()
-        soak_hours = round((soak_end - canary.entered_at).total_seconds() / 3600, 2)
-    return {
-        "readiness": {
-            "done": readiness["done"],
-            "total": readiness["total"],
-            "passed": readiness["total"] > 0 and readiness["done"] == readiness["total"],
-        },
-        "canary_soak": {
-            "required_hours": rollout.canary_soak_hours,
-            "hours": soak_hours,
-            "passed": soak_hours is not None and soak_hours >= rollout.canary_soak_hours,
-        },
-        "no_open_incident": {"passed": not open_incidents, "open_incidents": open_incidents},
-        "no_trigger_fired_in_canary": {"passed": not canary_fired},
-        "ga_consecutive_runs": {"required": ga.required, "streak": ga.streak, "passed": ga.passed},
-        "triggers": [
-            {
-                "trigger": t.trigger,
-                "threshold": t.threshold,
-                "required": t.required,
-                "streak": t.streak,
-                "last_fired_at": t.last_firing.fired_at if t.last_firing else None,
-            }
-            for t in trigger_statuses(rollout, current)
-        ],
-    }
 
 
 # --- Deltas by phase ----------------------------------------------------------------------

@@ -6,7 +6,9 @@ not configured, and fails (never skips) in CI (``CI=true``).
 
 from __future__ import annotations
 
+import itertools
 import os
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -128,3 +130,38 @@ def browser_page(live_server):
 
     with open_page(live_server.url) as page:
         yield page
+
+
+_token_names = itertools.count(1)
+
+
+@pytest.fixture
+def token(db):
+    """``token("ingest", "read")`` -> the raw bearer token."""
+
+    from evaluations.services import api_token_create
+
+    def create(*scopes: str, **kwargs: Any) -> str:
+        _obj, raw = api_token_create(
+            name=f"t{next(_token_names)}", scopes=list(scopes) or ["ingest", "read"], actor=None, **kwargs
+        )
+        return raw
+
+    return create
+
+
+@pytest.fixture
+def api(client, token):
+    """A test client speaking to the API with a token of both scopes."""
+    raw = token("ingest", "read")
+
+    class Api:
+        auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+        def post(self, path: str, body: Any, **extra: Any):
+            return client.post(path, body, content_type="application/json", **{**self.auth, **extra})
+
+        def get(self, path: str, **extra: Any):
+            return client.get(path, **{**self.auth, **extra})
+
+    return Api()

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from evaluations import services
 from rollout.roles import Role
 from tests.factories import advance_to, complete_readiness
 
@@ -50,33 +49,3 @@ def run(rollout_slug: str, *, phase: str = "canary", arm: str = "candidate", **o
 @pytest.fixture
 def make_run():
     return run
-
-
-@pytest.fixture
-def token(db):
-    """``token("ingest", "read")`` -> the raw bearer token."""
-
-    def create(*scopes: str, **kwargs: Any) -> str:
-        _obj, raw = services.api_token_create(
-            name=f"t{next(_ids)}", scopes=list(scopes) or ["ingest", "read"], actor=None, **kwargs
-        )
-        return raw
-
-    return create
-
-
-@pytest.fixture
-def api(client, token):
-    """A test client speaking to the API with a token of both scopes."""
-    raw = token("ingest", "read")
-
-    class Api:
-        auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
-
-        def post(self, path: str, body: Any, **extra: Any):
-            return client.post(path, body, content_type="application/json", **{**self.auth, **extra})
-
-        def get(self, path: str, **extra: Any):
-            return client.get(path, **{**self.auth, **extra})
-
-    return Api()

@@ -225,22 +225,6 @@ def test_api_reads_use_a_fixed_number_of_queries(api, canary, path, django_asser
         assert api.get(url).status_code == 200
 
 
-def test_api_rollout_detail_has_gates_and_streaks(api, canary):
-    body = api.get(f"/api/v1/rollouts/{canary.slug}/").json()
-    assert body["current_phase"] == "canary" and [p["kind"] for p in body["phases"]][:2] == ["preparation", "canary"]
-    gates = body["gates"]
-    assert gates["readiness"] == {"done": 12, "total": 12, "passed": True}
-    assert gates["canary_soak"]["required_hours"] == 48 and gates["canary_soak"]["passed"] is False
-    assert gates["no_open_incident"] == {"passed": True, "open_incidents": []}
-    assert gates["no_trigger_fired_in_canary"] == {"passed": True}
-    assert gates["ga_consecutive_runs"] == {"required": 5, "streak": 0, "passed": False}
-    assert [(t["trigger"], t["required"], t["streak"]) for t in gates["triggers"]] == [
-        ("guardrail", 2, 0),
-        ("latency", 3, 0),
-    ]
-    assert api.get("/api/v1/rollouts/nope/").status_code == 404
-
-
 def test_api_run_detail_and_deltas_json(api, canary):
     add_runs(canary, 4, outputs=2)
     r = EvaluationRun.objects.order_by("id").first()
