@@ -6,21 +6,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from rollout.admin import ReadOnlyHistoryAdmin
+from rollout.admin import ReadOnlyAdmin, ReadOnlyHistoryAdmin
 from rollout.errors import DomainError
 
 from . import models, services
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(models.EvaluationRun)

@@ -13,8 +13,8 @@ from . import models, notifications, services
 from .errors import DomainError
 
 
-class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
-    """Browse and see history; every change goes through the product's services."""
+class ReadOnlyMixin:
+    """Browse only: every change goes through the product's services."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -24,6 +24,14 @@ class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """For bulk data without history (evaluation runs, outputs, samples)."""
+
+
+class ReadOnlyHistoryAdmin(ReadOnlyMixin, SimpleHistoryAdmin):
+    """Browse and see history."""
 
 
 class PhaseInline(admin.TabularInline):
