@@ -169,7 +169,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="rollout-dashboard@lo
 # --- Celery ------------------------------------------------------------------
 # Unset CELERY_BROKER_URL means Kombu's filesystem transport under var/celery,
 # so the worker and beat of `make run` need no broker server.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# "localhost" only keeps Kombu from warning that the URL names no host.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery" / "queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
