@@ -56,3 +56,32 @@ def audit_diff(event) -> dict[str, Any]:
 @register.filter
 def short_hash(value: str) -> str:
     return (value or "")[:12]
+
+
+@register.simple_tag(takes_context=True)
+def ledger_alert(context) -> dict[str, Any] | None:
+    """The broken-ledger alert for the banner: one indexed query per request, for logged-in users only."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if request is None or user is None or not user.is_authenticated:
+        return None
+    if not hasattr(request, "_ledger_alert"):
+        from governance.selectors import ledger_alert as latest
+
+        request._ledger_alert = latest()
+    return request._ledger_alert
+
+
+@register.filter
+def signed(value, digits: int = 4) -> str:
+    """A number with its sign (+0.0123), or an em dash."""
+    if value is None:
+        return "—"
+    return f"{value:+.{int(digits)}g}" if abs(value) >= 1000 else f"{value:+.{int(digits)}f}"
+
+
+@register.filter
+def num(value, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{int(digits)}g}" if abs(value) >= 1000 else f"{value:.{int(digits)}f}"
