@@ -436,7 +436,6 @@ class ReceiptStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
     INTERRUPTED = "interrupted", "Interrupted"
     FAILED = "failed", "Failed"
-    SKIPPED = "skipped", "Skipped"
 
 
 class RetentionReceipt(models.Model):
