@@ -11,7 +11,7 @@ from rollout.models import Rollout
 from rollout.roles import Role
 
 from .ledger import KNOWN_ACTIONS
-from .models import Decision, LeadRole, ProcessingRecord, ReviewKind, TransitionTarget
+from .models import Decision, LeadRole, LegalHold, ProcessingRecord, ReviewKind, TransitionTarget
 from .reviews import ASSIGNABLE_ROLES
 from .selectors import AuditFilter
 
@@ -166,9 +166,8 @@ class LegalHoldForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["rollout"].queryset = Rollout.objects.exclude(legal_holds__released_at__isnull=True).order_by(
-            "name"
-        )
+        active = LegalHold.objects.filter(released_at__isnull=True).values("rollout_id")
+        self.fields["rollout"].queryset = Rollout.objects.exclude(pk__in=active).order_by("name")
 
 
 class HoldReleaseForm(forms.Form):

@@ -714,7 +714,7 @@ def job_runs(job: str = "") -> QuerySet:
 
 def delta_reports(rollout: Rollout) -> QuerySet:
 
-    return DailyDeltaReport.objects.filter(rollout=rollout).select_related("phase").order_by("-report_date")
+    return DailyDeltaReport.objects.filter(rollout=rollout).select_related("rollout", "phase").order_by("-report_date")
 
 
 def previous_report(report: Any) -> Any:
