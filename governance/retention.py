@@ -314,7 +314,7 @@ def run_enforce(run: JobRun) -> Outcome:
         summary=(
             f"{verb} {receipt.rows_matched} outputs older than {receipt.cutoff:%Y-%m-%d %H:%M} UTC; "
             f"{receipt.rows_held} held back"
-            + (f" ({', '.join(receipt.held_rollouts)})" if receipt.held_rollouts else "")
+            + (f" ({', '.join(receipt.held_rollouts)})" if receipt.rows_held and receipt.held_rollouts else "")
         ),
         result={
             "receipt": receipt.pk,

@@ -72,16 +72,26 @@ def ledger_alert(context) -> dict[str, Any] | None:
     return request._ledger_alert
 
 
-@register.filter
-def signed(value, digits: int = 4) -> str:
-    """A number with its sign (+0.0123), or an em dash."""
-    if value is None:
-        return "—"
-    return f"{value:+.{int(digits)}g}" if abs(value) >= 1000 else f"{value:+.{int(digits)}f}"
+# Decimals per metric unit (ratios and dollars need four, milliseconds one).
+UNIT_DIGITS = {"ms": 1, "ratio": 4, "USD": 4}
+
+
+def _digits(arg) -> int:
+    if isinstance(arg, int):
+        return arg
+    return UNIT_DIGITS.get(str(arg), int(arg) if str(arg).isdigit() else 4)
 
 
 @register.filter
-def num(value, digits: int = 4) -> str:
+def signed(value, arg=4) -> str:
+    """A number with its sign (+0.0123), to the unit's decimals (``|signed:"ms"``) or a count; em dash for none."""
     if value is None:
         return "—"
-    return f"{value:.{int(digits)}g}" if abs(value) >= 1000 else f"{value:.{int(digits)}f}"
+    return f"{value:+.{_digits(arg)}f}"
+
+
+@register.filter
+def num(value, arg=4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{_digits(arg)}f}"
