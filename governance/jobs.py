@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.schedules import crontab
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import DatabaseError, connection, transaction
@@ -143,8 +144,6 @@ def beat_schedule(job: str) -> Any:
 
 def describe_schedule(schedule: Any) -> str:
     """A crontab or interval in words, for the Jobs page."""
-    from celery.schedules import crontab
-
     if schedule is None:
         return "not scheduled"
     if isinstance(schedule, crontab):
@@ -154,10 +153,7 @@ def describe_schedule(schedule: Any) -> str:
         )
         if every_day and len(minutes) == 1 and len(hours) == 1:
             return f"daily at {hours[0]:02d}:{minutes[0]:02d} UTC"
-        return (
-            f"crontab {schedule._orig_minute} {schedule._orig_hour} {schedule._orig_day_of_month} "
-            f"{schedule._orig_month_of_year} {schedule._orig_day_of_week} (UTC)"
-        )
+        return f"{schedule!r} (UTC)"
     seconds = (
         schedule.total_seconds()
         if isinstance(schedule, dt.timedelta)
@@ -172,8 +168,6 @@ def last_slot(job: str, now: dt.datetime) -> dt.datetime:
     Runs for the same slot (two beats, a redelivery) get the same scheduled time,
     hence the same retention cutoff.
     """
-    from celery.schedules import crontab
-
     schedule = beat_schedule(job)
     now = now.astimezone(dt.UTC)
     if not isinstance(schedule, crontab):
