@@ -42,6 +42,12 @@ def _close_worker_connections(**kwargs) -> None:
     connections.close_all()
 
 
+def finished_runs(job: str, count: int) -> list[JobRun] | None:
+    """The first ``count`` runs of ``job`` once all of them have finished, in order."""
+    runs = list(JobRun.objects.filter(job=job).order_by("id")[:count])
+    return runs if len(runs) == count and all(r.finished_at for r in runs) else None
+
+
 def finished(run_id: int) -> JobRun:
     return wait_for(lambda: JobRun.objects.filter(pk=run_id, finished_at__isnull=False).first())
 
@@ -83,31 +89,24 @@ def test_compliance_jobs_through_a_real_worker(client, users, tenants):
             assert RunOutput.objects.count() == 16
             assert dry.receipts.get().rows_matched == 16  # every row is past a cutoff of "now"
 
-            # The hold, then the slot's purge, sent the way beat does plus the slot.
+            # The hold, then the slot's purge delivered twice at once (two beats, a redelivery) to a worker with
+            # two threads: the work is done once.
             retention.legal_hold_place(rollout=held, reason="Regulator request R-12", actor=reviewer)
-            tasks.enforce_retention.apply_async(kwargs={"scheduled_for": SLOT.isoformat()})
-            purge = wait_for(
-                lambda: (
-                    RetentionReceipt.objects.filter(dry_run=False, status="completed").select_related("job_run").first()
-                )
-            )
-            assert purge.cutoff == cutoff and purge.job_run.trigger == "schedule"
-            assert {label[r] for r in surviving(main_runs)} == {"89d", "90d-1s", "90d", "wall-clock trap"}
-            assert (purge.rows_deleted, purge.rows_held, purge.held_rollouts) == (4, 4, [held.slug])
-            assert surviving(held_runs) == {r.run_id for r in held_runs}
-
-            # The same slot delivered twice at once (two beats, a redelivery): the work was done once already.
             for _ in range(2):
                 tasks.enforce_retention.apply_async(kwargs={"scheduled_for": SLOT.isoformat()})
-            again = wait_for(
-                lambda: (
-                    list(JobRun.objects.filter(job=Job.ENFORCE_RETENTION, finished_at__isnull=False).order_by("id"))[2:]
-                    if JobRun.objects.filter(job=Job.ENFORCE_RETENTION, finished_at__isnull=False).count() == 4
-                    else None
-                )
-            )
-            assert {r.status for r in again} <= {JobStatus.SUCCEEDED, JobStatus.SKIPPED}
-            assert sum(r.rows_deleted for r in RetentionReceipt.objects.filter(job_run__in=again)) == 0
+            pair = wait_for(lambda: (runs := finished_runs(Job.ENFORCE_RETENTION, 3)) and runs[1:])
+            assert {r.status for r in pair} <= {JobStatus.SUCCEEDED, JobStatus.SKIPPED}
+            assert all(r.trigger == "schedule" and r.scheduled_for == slot_utc for r in pair)
+            purges = list(RetentionReceipt.objects.filter(job_run__in=pair, dry_run=False))
+            assert sum(r.rows_deleted for r in purges) == 4 and all(r.cutoff == cutoff for r in purges)
+            assert {label[r] for r in surviving(main_runs)} == {"89d", "90d-1s", "90d", "wall-clock trap"}
+            assert surviving(held_runs) == {r.run_id for r in held_runs}
+            assert max(r.rows_held for r in purges) == 4 and purges[0].held_rollouts == [held.slug]
+
+            # A second run for the same slot changes nothing.
+            tasks.enforce_retention.apply_async(kwargs={"scheduled_for": SLOT.isoformat()})
+            [again] = wait_for(lambda: (runs := finished_runs(Job.ENFORCE_RETENTION, 4)) and runs[3:])
+            assert again.status == JobStatus.SUCCEEDED and again.receipts.get().rows_deleted == 0
             assert RunOutput.objects.count() == 12
 
             # Released: the first run after it purges the held outputs.
@@ -115,12 +114,14 @@ def test_compliance_jobs_through_a_real_worker(client, users, tenants):
             after = finished(jobs.job_request(job=Job.ENFORCE_RETENTION, actor=reviewer).pk)
             assert after.status == JobStatus.SUCCEEDED
             assert surviving(held_runs) == set() and RunOutput.objects.count() == 0
-            assert list(
-                AuditEvent.objects.filter(action__startswith="retention.")
-                .order_by("sequence")
-                .values_list("action", flat=True)
-            ) == ["retention.dry_run", "retention.purge"] + ["retention.purge"] * (
-                sum(r.status == JobStatus.SUCCEEDED for r in again) + 1
+            purge_entries = len(purges) + 2  # the pair's, the second run's, the one after the release
+            assert (
+                list(
+                    AuditEvent.objects.filter(action__startswith="retention.")
+                    .order_by("sequence")
+                    .values_list("action", flat=True)
+                )
+                == ["retention.dry_run"] + ["retention.purge"] * purge_entries
             )
 
             # Reviews: two checks at once still make one review per kind and period.

@@ -257,12 +257,20 @@ def test_run_summaries_and_records_stay(rollout, users):
     assert run.outputs_purged_at is not None and run.output_count == 2 and run.task_success_rate == 0.9
 
 
-def test_the_run_page_says_when_outputs_were_purged(rollout, client_for):
+def test_the_run_page_says_when_outputs_go_and_when_they_went(rollout, client_for, settings):
+    settings.RETENTION_DAYS = 60
     now = timezone.now()
-    [run] = runs_with_outputs(rollout, [now - 91 * DAY])
+    [run, young] = runs_with_outputs(rollout, [now - 61 * DAY, now - 10 * DAY])
     retention.enforce_retention(scheduled_for=now)
-    page = client_for(Role.AUDITOR).get(f"/rollouts/{rollout.slug}/runs/{run.run_id}/").content.decode()
-    assert f"Outputs purged on {timezone.now():%Y-%m-%d}" in page
+    client = client_for(Role.AUDITOR)
+    page = client.get(f"/rollouts/{rollout.slug}/runs/{run.run_id}/").content.decode()
+    assert f"Outputs purged on {timezone.now():%Y-%m-%d} by the retention job" in page
+    assert "kept 60 days after their run finished" in page
+    page = client.get(f"/rollouts/{rollout.slug}/runs/{young.run_id}/").content.decode()
+    expires = young.finished_at + 60 * DAY
+    assert (
+        f"kept 60 days after the run finished: purged by the first retention run after {expires:%Y-%m-%d %H:%M}" in page
+    )
 
 
 def test_a_running_receipt_left_by_a_dead_process_is_marked_interrupted(rollout):
