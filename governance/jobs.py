@@ -30,6 +30,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.schedules import crontab
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
@@ -250,6 +251,7 @@ class Outcome:
 
 
 def _body(job: str) -> Callable[[JobRun], Outcome]:
+    # Imported here: those modules import ``Outcome`` from this one.
     from . import records, reports, retention, reviews
 
     return {
@@ -339,7 +341,7 @@ def run_job(
                 options=options or {},
                 scheduled_for=when or (last_slot(job, now) if trigger == JobTrigger.SCHEDULE else now),
                 queued_at=now,
-                requested_by_name=requested_by_name or _actor_name(),
+                requested_by_name=requested_by_name or ("beat" if trigger == JobTrigger.SCHEDULE else _actor_name()),
             )
         if not acquired:
             return _finish(
@@ -412,7 +414,7 @@ def job_request(
     run_id = run.pk
 
     def send() -> None:
-        from . import tasks
+        from . import tasks  # the tasks import this module
 
         # The task object (not send_task by name) so CELERY_TASK_ALWAYS_EAGER holds in tests.
         result = getattr(tasks, job).apply_async(kwargs={"job_run_id": run_id})
@@ -433,8 +435,6 @@ ALERT_ROLES: tuple[str, ...] = (Role.COMPLIANCE_REVIEWER, Role.AUDITOR)
 
 
 def alert_recipients() -> list[str]:
-    from django.contrib.auth import get_user_model
-
     return sorted(
         set(
             get_user_model()

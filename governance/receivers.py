@@ -20,6 +20,7 @@ from rollout.models import Incident, Rollout
 from rollout.signals import access_denied, home_panels, plan_changed, rollout_panels, rollout_rolled_back
 
 from . import jobs, ledger, records, selectors, services
+from .models import Job, JobTrigger, TelemetrySource
 
 
 @receiver(post_create_historical_record, dispatch_uid="governance.ledger.history")
@@ -117,8 +118,6 @@ def ledger_access_denied(sender, request, **kwargs) -> None:
 
 @receiver(runs_ingested, dispatch_uid="governance.records.runs_ingested")
 def records_after_runs(sender, rollout_id, run_ids, telemetry_fields=(), actor=None, **kwargs) -> None:
-    from .models import TelemetrySource
-
     new = records.unknown_fields(TelemetrySource.RUN_OUTPUT, telemetry_fields)
     new += records.unknown_fields(TelemetrySource.RUN_METRIC, records.reported_metrics(run_ids))
     if new:
@@ -127,16 +126,12 @@ def records_after_runs(sender, rollout_id, run_ids, telemetry_fields=(), actor=N
 
 @receiver(samples_ingested, dispatch_uid="governance.records.samples_ingested")
 def records_after_samples(sender, rollout_id, sample_ids, actor=None, **kwargs) -> None:
-    from .models import TelemetrySource
-
     new = records.unknown_fields(TelemetrySource.MONITORING_SAMPLE, records.SAMPLE_FIELDS)
     if new:
         _queue_records_job(new, actor)
 
 
 def _queue_records_job(fields: list[str], actor: Any) -> None:
-    from .models import Job, JobTrigger
-
     if jobs.queued_recently(Job.UPDATE_COMPLIANCE_RECORDS):
         return  # a run waiting for a worker will see these fields too
     name = actor.name if isinstance(actor, Actor) else "ingest"

@@ -590,19 +590,16 @@ def ledger_alert() -> dict[str, Any] | None:
 
 @dataclass
 class RetentionOverview:
-    policy: Any
+    policy: retention.Policy
     schedule: str
     next_cutoff: dt.datetime
-    holds: list[Any]
+    holds: list[LegalHold]
     oldest_output_at: dt.datetime | None
-    last_receipt: Any
+    last_receipt: RetentionReceipt | None
 
 
 def retention_overview(now: dt.datetime | None = None) -> RetentionOverview:
     """The Retention page's header: policy, schedule, active holds, the oldest output still stored. Three queries."""
-
-    from .models import Job, LegalHold, RetentionReceipt
-
     now = now or timezone.now()
     rules = retention.policy()
     oldest = RunOutput.objects.order_by("run_finished_at").values_list("run_finished_at", flat=True).first()
@@ -616,21 +613,18 @@ def retention_overview(now: dt.datetime | None = None) -> RetentionOverview:
     )
 
 
-def retention_receipts() -> QuerySet:
-
+def retention_receipts() -> QuerySet[RetentionReceipt]:
     return RetentionReceipt.objects.select_related("job_run").order_by("-started_at", "-id")
 
 
-def released_holds(limit: int = 20) -> list[Any]:
-
+def released_holds(limit: int = 20) -> list[LegalHold]:
     return list(
         LegalHold.objects.filter(released_at__isnull=False).select_related("rollout").order_by("-released_at")[:limit]
     )
 
 
-def records_list() -> list[Any]:
+def records_list() -> list[ProcessingRecord]:
     """Every record with its pending-change count and whether its retention period matches the policy. One query."""
-
     records = list(
         ProcessingRecord.objects.annotate(
             pending=Count("changes", filter=Q(changes__status=ChangeStatus.PENDING))
@@ -645,16 +639,15 @@ def records_list() -> list[Any]:
 
 @dataclass
 class RecordDetail:
-    record: Any
-    pending: list[Any]
-    decided: list[Any]
+    record: ProcessingRecord
+    pending: list[RecordChange]
+    decided: list[RecordChange]
     retention_mismatch: bool
-    telemetry: list[Any]
+    telemetry: list[TelemetryField]
 
 
 def record_detail(key: str, *, decided_limit: int = 50) -> RecordDetail:
     """A record, its pending and latest decided changes, and the telemetry inventory. Four queries."""
-
     record = get_object_or_404(ProcessingRecord, key=key)
     changes = record.changes.order_by("-detected_at", "-id")
     return RecordDetail(
@@ -666,8 +659,7 @@ def record_detail(key: str, *, decided_limit: int = 50) -> RecordDetail:
     )
 
 
-def reviews(*, status: str = "", kind: str = "") -> QuerySet:
-
+def reviews(*, status: str = "", kind: str = "") -> QuerySet[ScheduledReview]:
     qs = ScheduledReview.objects.all()
     now = timezone.now()
     if status == "overdue":
@@ -679,23 +671,19 @@ def reviews(*, status: str = "", kind: str = "") -> QuerySet:
     return qs.order_by("-period_start", "kind", "id")
 
 
-def review_detail(pk: int) -> Any:
-
+def review_detail(pk: int) -> ScheduledReview:
     return get_object_or_404(ScheduledReview, pk=pk)
 
 
 @dataclass
 class JobRow:
-    spec: Any
+    spec: jobs.JobSpec
     schedule: str
-    last: Any
+    last: JobRun | None
 
 
 def jobs_overview() -> list[JobRow]:
     """Each job with its schedule (from ``CELERY_BEAT_SCHEDULE``) and its latest run. One query."""
-
-    from .models import JobRun
-
     latest_ids = JobRun.objects.values("job").annotate(last=Max("id")).values("last")
     last = {run.job: run for run in JobRun.objects.filter(pk__in=latest_ids)}
     return [
@@ -704,21 +692,18 @@ def jobs_overview() -> list[JobRow]:
     ]
 
 
-def job_runs(job: str = "") -> QuerySet:
-
+def job_runs(job: str = "") -> QuerySet[JobRun]:
     qs = JobRun.objects.all()
     if job:
         qs = qs.filter(job=job)
     return qs.order_by("-queued_at", "-id")
 
 
-def delta_reports(rollout: Rollout) -> QuerySet:
-
+def delta_reports(rollout: Rollout) -> QuerySet[DailyDeltaReport]:
     return DailyDeltaReport.objects.filter(rollout=rollout).select_related("rollout", "phase").order_by("-report_date")
 
 
-def previous_report(report: Any) -> Any:
-
+def previous_report(report: DailyDeltaReport) -> DailyDeltaReport | None:
     return (
         DailyDeltaReport.objects.filter(rollout_id=report.rollout_id, report_date__lt=report.report_date)
         .order_by("-report_date")
@@ -726,8 +711,7 @@ def previous_report(report: Any) -> Any:
     )
 
 
-def delta_report(slug: str, day: dt.date) -> tuple[Any, Any]:
-
+def delta_report(slug: str, day: dt.date) -> tuple[DailyDeltaReport, DailyDeltaReport | None]:
     report = get_object_or_404(
         DailyDeltaReport.objects.select_related("rollout", "phase"), rollout__slug=slug, report_date=day
     )
@@ -736,11 +720,11 @@ def delta_report(slug: str, day: dt.date) -> tuple[Any, Any]:
 
 @dataclass
 class ComplianceHome:
-    overdue: list[Any]
-    mine: list[Any]  # open reviews assigned to the user's roles, not overdue
+    overdue: list[ScheduledReview]
+    mine: list[ScheduledReview]  # open reviews assigned to the user's roles, not overdue
     pending_changes: int | None = None
     mismatched_records: int | None = None
-    failed_jobs: list[Any] = field(default_factory=list)
+    failed_jobs: list[JobRun] = field(default_factory=list)
     active_holds: int | None = None
 
     @property
@@ -777,13 +761,12 @@ def compliance_home(user, *, limit: int = 10) -> ComplianceHome | None:
 
 @dataclass
 class RolloutCompliance:
-    hold: Any
-    last_report: Any
+    hold: LegalHold | None
+    last_report: DailyDeltaReport | None
 
 
 def rollout_compliance(rollout: Rollout) -> RolloutCompliance:
     """The rollout page's retention and delta-report line. Two queries."""
-
     return RolloutCompliance(
         hold=LegalHold.objects.filter(rollout=rollout, released_at__isnull=True).first(),
         last_report=DailyDeltaReport.objects.filter(rollout=rollout).order_by("-report_date").first(),
