@@ -9,6 +9,7 @@ selects production behaviour: it refuses to start without ``SECRET_KEY`` and
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -199,6 +200,24 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # Catches a lost evaluate_triggers task (the one scheduled on commit of every ingest).
     "evaluations-sweep-triggers": {"task": "evaluations.tasks.sweep_triggers", "schedule": 300.0},
+    # The compliance jobs (governance/jobs.py), daily, in UTC, spread out so they do not compete.
+    "governance-check-scheduled-reviews": {
+        "task": "governance.tasks.check_scheduled_reviews",
+        "schedule": crontab(minute=15, hour=0),
+    },
+    "governance-daily-delta-reports": {
+        "task": "governance.tasks.daily_delta_reports",
+        "schedule": crontab(minute=30, hour=0),
+    },
+    "governance-verify-audit-log": {"task": "governance.tasks.verify_audit_log", "schedule": crontab(minute=0, hour=1)},
+    "governance-enforce-retention": {
+        "task": "governance.tasks.enforce_retention",
+        "schedule": crontab(minute=0, hour=2),
+    },
+    "governance-update-compliance-records": {
+        "task": "governance.tasks.update_compliance_records",
+        "schedule": crontab(minute=30, hour=2),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -249,6 +268,16 @@ WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 # Backoff between attempts: base, 2 x base, 4 x base, ... seconds.
 WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+
+# --- Retention of raw evaluation outputs (design section 5) ----------------------------
+# Outputs are purged this many days after their run finished (counted in UTC, 24 h days).
+RETENTION_DAYS = env.int("RETENTION_DAYS", default=90)
+if RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("RETENTION_DAYS must be at least 1")
+# Rows deleted per transaction: small enough that no lock is held for long.
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=5000)
+# Seconds to sleep between batches, to spread the purge's I/O on a busy primary (0: none).
+RETENTION_BATCH_PAUSE_SECONDS = env.float("RETENTION_BATCH_PAUSE_SECONDS", default=0.0)
 
 # The audit ledger is append-only: on PostgreSQL a trigger refuses TRUNCATE, so
 # `manage.py flush` fails. Only the test settings allow flush to empty it (the

@@ -140,7 +140,10 @@ class EvaluationRun(models.Model):
 
 
 class RunOutput(models.Model):
-    """A raw per-conversation output of a run; purged 90 days after the run finished."""
+    """A raw per-conversation output of a run; purged ``RETENTION_DAYS`` (90) days after the run finished.
+
+    Only the retention job (``governance.retention``) deletes them; on PostgreSQL a trigger refuses any other DELETE.
+    """
 
     run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="outputs")
     conversation_id = models.CharField(max_length=200)

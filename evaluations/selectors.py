@@ -367,6 +367,8 @@ class PhaseDeltas:
     phase: Phase
     metrics: list[MetricDelta]
     runs: int
+    baseline_runs: int = 0
+    candidate_runs: int = 0
 
 
 @dataclass
@@ -376,19 +378,20 @@ class DeltaReport:
     criteria: dict[str, SuccessCriterion]
 
 
-def deltas(rollout: Rollout) -> DeltaReport:
-    """Per phase and metric: both arms' n, mean, sd (aggregated in SQL) and Welch's comparison. Three queries."""
+def deltas(rollout: Rollout, *, finished_before: dt.datetime | None = None) -> DeltaReport:
+    """Per phase and metric: both arms' n, mean, sd (aggregated in SQL) and Welch's comparison. Three queries.
+
+    ``finished_before`` counts only the runs that finished before it (a report as of a past moment).
+    """
     aggregates: dict[str, Any] = {}
     for key in METRIC_KEYS:
         aggregates[f"{key}__n"] = Count(key)
         aggregates[f"{key}__mean"] = Avg(key)
         aggregates[f"{key}__var"] = SampleVariance(key)
-    rows = (
-        EvaluationRun.objects.filter(rollout=rollout)
-        .values("phase_id", "arm")
-        .annotate(runs=Count("id"), **aggregates)
-        .order_by()
-    )
+    runs = EvaluationRun.objects.filter(rollout=rollout)
+    if finished_before is not None:
+        runs = runs.filter(finished_at__lt=finished_before)
+    rows = runs.values("phase_id", "arm").annotate(runs=Count("id"), **aggregates).order_by()
     by_phase_arm = {(row["phase_id"], row["arm"]): row for row in rows}
     criteria = {c.metric: c for c in SuccessCriterion.objects.filter(rollout=rollout)}
     report = []
@@ -408,7 +411,15 @@ def deltas(rollout: Rollout) -> DeltaReport:
                     criterion=criteria.get(key),
                 )
             )
-        report.append(PhaseDeltas(phase=phase, metrics=metrics, runs=base.get("runs", 0) + cand.get("runs", 0)))
+        report.append(
+            PhaseDeltas(
+                phase=phase,
+                metrics=metrics,
+                runs=base.get("runs", 0) + cand.get("runs", 0),
+                baseline_runs=base.get("runs", 0),
+                candidate_runs=cand.get("runs", 0),
+            )
+        )
     return DeltaReport(rollout=rollout, phases=report, criteria=criteria)
 
 

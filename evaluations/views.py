@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
@@ -67,8 +69,19 @@ def run_detail(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
         raise Http404("No such run in this rollout")
     page = _page(request, selectors.run_outputs(run), per_page=20)
     metrics = [(spec, run.metric(key)) for key, spec in METRICS.items()]
+    # Raw outputs go with the first retention run after this (unless the rollout is under a legal hold).
+    expires = run.finished_at + dt.timedelta(days=settings.RETENTION_DAYS)
     return render(
-        request, "evaluations/run_detail.html", {"rollout": run.rollout, "run": run, "metrics": metrics, "page": page}
+        request,
+        "evaluations/run_detail.html",
+        {
+            "rollout": run.rollout,
+            "run": run,
+            "metrics": metrics,
+            "page": page,
+            "retention_days": settings.RETENTION_DAYS,
+            "outputs_expire_at": expires,
+        },
     )
 
 

@@ -65,3 +65,64 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Operational records of the compliance jobs: read here, written by the jobs alone."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(models.LegalHold)
+class LegalHoldAdmin(ReadOnlyHistoryAdmin):
+    list_display = ["rollout", "placed_at", "placed_by_name", "released_at", "released_by_name"]
+    list_select_related = ["rollout"]
+
+
+@admin.register(models.RetentionReceipt)
+class RetentionReceiptAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "started_at", "status", "dry_run", "cutoff", "rows_deleted", "rows_held", "batches"]
+    list_filter = ["status", "dry_run"]
+
+
+@admin.register(models.JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "job", "trigger", "status", "queued_at", "started_at", "finished_at", "alert"]
+    list_filter = ["job", "status", "trigger"]
+
+
+@admin.register(models.ProcessingRecord)
+class ProcessingRecordAdmin(ReadOnlyHistoryAdmin):
+    list_display = ["name", "key", "retention_period_days", "last_reviewed_at"]
+
+
+@admin.register(models.RecordChange)
+class RecordChangeAdmin(ReadOnlyHistoryAdmin):
+    list_display = ["record", "kind", "label", "status", "detected_at", "decided_by_name"]
+    list_filter = ["status", "kind"]
+    list_select_related = ["record"]
+
+
+@admin.register(models.TelemetryField)
+class TelemetryFieldAdmin(ReadOnlyAdmin):
+    list_display = ["source", "name", "first_seen_at", "last_seen_at"]
+    list_filter = ["source"]
+
+
+@admin.register(models.ScheduledReview)
+class ScheduledReviewAdmin(ReadOnlyHistoryAdmin):
+    list_display = ["kind", "label", "assigned_role", "due_at", "status", "completed_by_name"]
+    list_filter = ["kind", "status"]
+
+
+@admin.register(models.DailyDeltaReport)
+class DailyDeltaReportAdmin(ReadOnlyAdmin):
+    list_display = ["rollout", "report_date", "phase", "baseline_runs", "candidate_runs"]
+    list_select_related = ["rollout", "phase"]

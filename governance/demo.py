@@ -3,17 +3,33 @@
 ``enter_canary`` is handed to ``rollout.demo.seed_demo``: the four leads sign
 the plan, the rollout admin requests canary, the product and SRE leads approve,
 and the admin applies. ``seed_governance`` then leaves an open limited-beta
-request and half-signed second plan so "My work" has content. Idempotent.
+request and half-signed second plan so "My work" has content, and
+``seed_compliance`` gives the compliance pages something to show. Idempotent.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
 
 from rollout.demo import MAIN_SLUG, SECOND_SLUG, SeedResult
 from rollout.models import PhaseKind, Rollout
 from rollout.roles import Role
 
-from . import services
-from .models import Decision, PlanSignOff, TransitionRequest
+from . import jobs, records, reports, retention, reviews, services
+from .models import (
+    ChangeStatus,
+    Decision,
+    Job,
+    JobRun,
+    JobTrigger,
+    LegalHold,
+    PlanSignOff,
+    RecordChange,
+    ScheduledReview,
+    TransitionRequest,
+)
 
 SIGN_OFF_COMMENTS = {
     Role.PRODUCT_LEAD: "Success criteria and calendar match what we agreed with customers.",
@@ -76,3 +92,55 @@ def seed_governance(users: dict, result: SeedResult) -> None:
     if second is not None and not PlanSignOff.objects.filter(rollout=second).exists():
         _sign(second, users, (Role.PRODUCT_LEAD, Role.SRE_LEAD))
         result.created.append(f"plan of {SECOND_SLUG} signed by 2 of 4 leads")
+
+
+# --- Compliance (issue 5) -----------------------------------------------------------------------------------------
+
+TELEMETRY_CONFIRMED = {
+    "run_metric:task_success_rate": "Aggregate ratio, no personal data.",
+    "run_metric:latency_p95_ms": "Aggregate latency, no personal data.",
+    "run_output:transcript_excerpt": "Covered by DPIA-14: excerpts only, purged after the retention period.",
+}
+
+
+def seed_compliance(users: dict, result: SeedResult) -> None:
+    """Records with some changes decided, reviews (one overdue, one completed), a week of daily delta reports,
+    a legal hold on the second rollout, and one run of the ledger verification and of a retention dry run."""
+    reviewer = users[Role.COMPLIANCE_REVIEWER]
+    if not RecordChange.objects.exists():
+        records.update_compliance_records(now=timezone.now() + records.SETTLE)
+        for change in RecordChange.objects.filter(status=ChangeStatus.PENDING, subject__in=TELEMETRY_CONFIRMED):
+            records.change_decide(
+                change=change, confirm=True, comment=TELEMETRY_CONFIRMED[change.subject], actor=reviewer
+            )
+        result.created.append("data-processing records with pending changes")
+    if not ScheduledReview.objects.exists():
+        today = timezone.now().date()
+        reviews.check_scheduled_reviews(today=today - timedelta(days=14))
+        reviews.check_scheduled_reviews(today=today)
+        done = ScheduledReview.objects.filter(kind="weekly_evaluation").order_by("period_start").first()
+        reviews.review_complete(
+            review=done,
+            actor=users[Role.PRODUCT_LEAD],
+            notes="Reflection data reviewed with the evaluation team; candidate ahead on task success.",
+            tool_scoring_adjustments="orders.lookup weight 0.40 -> 0.35; payments.refund 0.20 -> 0.25",
+        )
+        result.created.append("scheduled reviews (one overdue)")
+    main = Rollout.objects.filter(slug=MAIN_SLUG).first()
+    if main is not None and not main.daily_delta_reports.exists():
+        today = timezone.now().date()
+        for days in range(6, 0, -1):
+            reports.generate_daily_delta_reports(report_date=today - timedelta(days=days))
+        result.created.append("daily delta reports of the last 6 days")
+    second = Rollout.objects.filter(slug=SECOND_SLUG).first()
+    if second is not None and not LegalHold.objects.filter(rollout=second).exists():
+        retention.legal_hold_place(
+            rollout=second, reason="Customer audit request CA-2291: keep all evaluation outputs.", actor=reviewer
+        )
+        result.created.append(f"legal hold on {SECOND_SLUG}")
+    if not JobRun.objects.filter(trigger=JobTrigger.COMMAND).exists():
+        jobs.run_job(Job.VERIFY_AUDIT_LOG, trigger=JobTrigger.COMMAND, requested_by_name="seed_demo")
+        jobs.run_job(
+            Job.ENFORCE_RETENTION, trigger=JobTrigger.COMMAND, options={"dry_run": True}, requested_by_name="seed_demo"
+        )
+        result.created.append("a ledger verification and a retention dry run")

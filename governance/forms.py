@@ -8,9 +8,11 @@ from django import forms
 from django.utils.dateparse import parse_date, parse_datetime
 
 from rollout.models import Rollout
+from rollout.roles import Role
 
 from .ledger import KNOWN_ACTIONS
-from .models import Decision, LeadRole, TransitionTarget
+from .models import Decision, LeadRole, LegalHold, ProcessingRecord, ReviewKind, TransitionTarget
+from .reviews import ASSIGNABLE_ROLES
 from .selectors import AuditFilter
 
 UTC_HELP = "UTC, e.g. 2025-06-01 or 2025-06-01T14:30Z"
@@ -144,3 +146,144 @@ class AuditFilterForm(forms.Form):
     @property
     def known_actions(self) -> tuple[str, ...]:
         return KNOWN_ACTIONS
+
+
+# --- Compliance -------------------------------------------------------------------------------------------------------
+
+
+class LegalHoldForm(forms.Form):
+    rollout = forms.ModelChoiceField(
+        queryset=Rollout.objects.none(),
+        to_field_name="slug",
+        empty_label="Choose a rollout",
+        error_messages={"invalid_choice": "Choose a rollout without an active hold."},
+    )
+    reason = forms.CharField(
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="The matter, request or investigation the hold serves. Recorded in the audit ledger.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        active = LegalHold.objects.filter(released_at__isnull=True).values("rollout_id")
+        self.fields["rollout"].queryset = Rollout.objects.exclude(pk__in=active).order_by("name")
+
+
+class HoldReleaseForm(forms.Form):
+    reason = forms.CharField(
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why the hold ends. Expired outputs of the rollout are purged on the next retention run.",
+    )
+
+
+class RunJobForm(forms.Form):
+    dry_run = forms.BooleanField(
+        required=False, label="Dry run: count what would be deleted, delete nothing", initial=True
+    )
+    reason = forms.CharField(
+        max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Note (optional)"
+    )
+
+
+class ProcessingRecordForm(forms.ModelForm):
+    reason = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Recorded with the change in the audit ledger.",
+    )
+    reviewed = forms.BooleanField(
+        required=False, label="I reviewed the whole record: stamp “last reviewed” with my name and now"
+    )
+
+    class Meta:
+        model = ProcessingRecord
+        fields = [
+            "key",
+            "name",
+            "controller",
+            "purpose",
+            "data_subject_categories",
+            "personal_data_categories",
+            "recipients",
+            "transfers",
+            "retention_period_days",
+            "retention_policy_applies",
+            "security_measures",
+        ]
+        widgets = {
+            name: forms.Textarea(attrs={"rows": 2})
+            for name in (
+                "controller",
+                "purpose",
+                "data_subject_categories",
+                "personal_data_categories",
+                "recipients",
+                "transfers",
+                "security_measures",
+            )
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            del self.fields["key"]  # the records job finds its records by key
+
+    def values(self) -> dict:
+        return {name: self.cleaned_data[name] for name in self.Meta.fields if name in self.fields}
+
+
+class ChangeDecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("confirm", "Confirm"), ("reject", "Reject")])
+    comment = forms.CharField(max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+YES_NO = [("", "—"), ("yes", "Yes"), ("no", "No")]
+
+
+class ReviewCompleteForm(forms.Form):
+    notes = forms.CharField(max_length=10000, widget=forms.Textarea(attrs={"rows": 4}))
+    tool_scoring_adjustments = forms.CharField(
+        max_length=10000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Tool-scoring weight adjustments",
+        help_text="What changed in the tool-scoring weights, from the reflection data (leave empty for none).",
+    )
+    compensations_as_designed = forms.ChoiceField(
+        choices=YES_NO, required=False, label="Did guardrail compensations execute as designed?"
+    )
+    rbac_changes = forms.CharField(
+        max_length=10000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="RBAC changes",
+        help_text="The RBAC policy changes decided, or “none”.",
+    )
+
+    def __init__(self, *args, kind: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        keep = {
+            ReviewKind.WEEKLY_EVALUATION: "tool_scoring_adjustments",
+            ReviewKind.MONTHLY_GUARDRAIL_DRILL: "compensations_as_designed",
+            ReviewKind.QUARTERLY_SECURITY_PRIVACY: "rbac_changes",
+        }[kind]
+        for name in ("tool_scoring_adjustments", "compensations_as_designed", "rbac_changes"):
+            if name != keep:
+                del self.fields[name]
+
+    def service_kwargs(self) -> dict:
+        data = dict(self.cleaned_data)
+        if "compensations_as_designed" in data:
+            data["compensations_as_designed"] = {"yes": True, "no": False}.get(data["compensations_as_designed"])
+        return data
+
+
+class ReviewReassignForm(forms.Form):
+    role = forms.ChoiceField(choices=[])
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = [(r.value, r.label) for r in Role if r.value in ASSIGNABLE_ROLES]

@@ -89,6 +89,22 @@ EVENT_ACTIONS: tuple[str, ...] = (
     "audit.export",
     "auth.login_failed",
     "auth.permission_denied",
+    "audit.verify",
+    "job.request",
+    "legal_hold.place",
+    "legal_hold.release",
+    "retention.purge",
+    "retention.dry_run",
+    "retention.interrupted",
+    "retention.failed",
+    "processing_record.create",
+    "processing_record.update",
+    "record.change_proposed",
+    "record.change_confirm",
+    "record.change_reject",
+    "review.create",
+    "review.complete",
+    "review.reassign",
 )
 KNOWN_ACTIONS: tuple[str, ...] = (*HISTORY_ACTIONS.values(), *EVENT_ACTIONS)
 

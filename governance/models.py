@@ -280,3 +280,463 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.action} {self.object_type}:{self.object_id}"
+
+
+# --- Compliance jobs (issue 5) ----------------------------------------------------------------------------------------
+
+
+class Job(models.TextChoices):
+    """The compliance jobs: each a Celery task on the beat schedule, and a row on the Jobs page."""
+
+    CHECK_SCHEDULED_REVIEWS = "check_scheduled_reviews", "Scheduled reviews check"
+    DAILY_DELTA_REPORTS = "daily_delta_reports", "Daily delta reports"
+    VERIFY_AUDIT_LOG = "verify_audit_log", "Audit ledger verification"
+    ENFORCE_RETENTION = "enforce_retention", "Retention purge"
+    UPDATE_COMPLIANCE_RECORDS = "update_compliance_records", "Data-processing records update"
+
+
+class JobTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Run now"
+    COMMAND = "command", "Command"
+    EVENT = "event", "After an ingest"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    INTERRUPTED = "interrupted", "Interrupted"
+    SKIPPED = "skipped", "Skipped"
+
+
+FINISHED_JOB_STATUSES: tuple[str, ...] = (
+    JobStatus.SUCCEEDED,
+    JobStatus.FAILED,
+    JobStatus.INTERRUPTED,
+    JobStatus.SKIPPED,
+)
+
+
+class JobRun(models.Model):
+    """One run of a compliance job, however it was started (beat, "run now", a command, an ingest).
+
+    ``alert`` says the result needs attention: for the ledger verification, a
+    broken chain (the banner on every page reads the latest verification).
+    """
+
+    job = models.CharField(max_length=40, choices=Job.choices)
+    trigger = models.CharField(max_length=10, choices=JobTrigger.choices)
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    options = models.JSONField(default=dict, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    requested_by_name = models.CharField(max_length=150, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    scheduled_for = models.DateTimeField(help_text="The beat slot it ran for, or when it was requested.")
+    queued_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    summary = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    alert = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        default_permissions = ("view",)
+        permissions = [("run_job", "Can queue a compliance job to run now")]
+        constraints = [
+            models.CheckConstraint(condition=Q(job__in=Job.values), name="jobrun_job_valid"),
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="jobrun_status_valid"),
+            models.CheckConstraint(
+                condition=Q(finished_at__isnull=True)
+                | Q(started_at__isnull=True)
+                | Q(finished_at__gte=F("started_at")),
+                name="jobrun_finished_after_started",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["job", "status", "-id"], name="jobrun_job_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_job_display()} #{self.pk} ({self.status})"
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class JobLock(models.Model):
+    """A lease that lets one run of a job at a time where PostgreSQL advisory locks are not available (SQLite).
+
+    It expires after the job's hard time limit, so a killed process does not block the job for ever.
+    """
+
+    name = models.CharField(max_length=60, primary_key=True)
+    holder = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"{self.name} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+
+# --- Retention and legal holds ----------------------------------------------------------------------------------------
+
+
+class LegalHold(models.Model):
+    """While active, a rollout's raw evaluation outputs survive every purge; released, they go on the next run."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.PROTECT, related_name="legal_holds")
+    reason = models.TextField()
+    placed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    placed_by_name = models.CharField(max_length=150)
+    placed_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    released_by_name = models.CharField(max_length=150, blank=True)
+    release_reason = models.TextField(blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-placed_at", "-id"]
+        permissions = [("release_legalhold", "Can release a legal hold")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rollout"], condition=Q(released_at__isnull=True), name="legalhold_one_active_per_rollout"
+            ),
+            models.CheckConstraint(condition=~Q(reason=""), name="legalhold_has_reason"),
+            models.CheckConstraint(
+                condition=Q(released_at__isnull=True) | (Q(released_at__gte=F("placed_at")) & ~Q(release_reason="")),
+                name="legalhold_release_after_placed_with_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "active" if self.is_active else "released"
+        return f"Legal hold on {self.rollout} ({state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.released_at is None
+
+
+class ReceiptStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    INTERRUPTED = "interrupted", "Interrupted"
+    FAILED = "failed", "Failed"
+
+
+class RetentionReceipt(models.Model):
+    """What one retention run did: its cutoff, what it deleted and held back, how long it took.
+
+    Counters are written with each batch, in the batch's transaction, so a killed
+    run's receipt (left ``running``, marked ``interrupted`` by the next run) says
+    exactly what it deleted. At most one receipt is ``running`` (a partial unique index).
+    """
+
+    job_run = models.ForeignKey(JobRun, on_delete=models.PROTECT, null=True, blank=True, related_name="receipts")
+    scheduled_for = models.DateTimeField()
+    cutoff = models.DateTimeField(help_text="Outputs of runs that finished before this were expired.")
+    retention_days = models.PositiveIntegerField()
+    dry_run = models.BooleanField(default=False)
+    status = models.CharField(max_length=12, choices=ReceiptStatus.choices, default=ReceiptStatus.RUNNING)
+    rows_matched = models.PositiveBigIntegerField(
+        default=0, help_text="Expired outputs not under a hold: deleted, or on a dry run, to be deleted."
+    )
+    rows_deleted = models.PositiveBigIntegerField(default=0)
+    rows_held = models.PositiveBigIntegerField(default=0, help_text="Expired outputs kept for a legal hold.")
+    runs_marked = models.PositiveIntegerField(default=0, help_text="Runs whose outputs are now all purged.")
+    batches = models.PositiveIntegerField(default=0)
+    batch_size = models.PositiveIntegerField()
+    longest_batch_ms = models.PositiveIntegerField(default=0)
+    held_rollouts = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    ledger_sequence = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="running"), name="retention_one_running_receipt"
+            ),
+            models.CheckConstraint(condition=Q(status__in=ReceiptStatus.values), name="retention_status_valid"),
+            models.CheckConstraint(condition=Q(cutoff__lt=F("scheduled_for")), name="retention_cutoff_before_slot"),
+            models.CheckConstraint(
+                condition=Q(dry_run=False) | Q(rows_deleted=0), name="retention_dry_run_deletes_nothing"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        kind = "Dry run" if self.dry_run else "Purge"
+        return f"{kind} #{self.pk} (cutoff {self.cutoff:%Y-%m-%d %H:%M} UTC): {self.status}"
+
+    @property
+    def duration(self):
+        return self.finished_at - self.started_at if self.finished_at else None
+
+
+# --- Data-processing records (GDPR Art. 30) ---------------------------------------------------------------------------
+
+
+class ProcessingRecord(models.Model):
+    """A record of processing activities (GDPR Art. 30(1)), kept by compliance reviewers.
+
+    ``telemetry_fields`` and ``voice_transcription_flows`` list what reviewers
+    confirmed from the pending changes the records job proposes.
+    """
+
+    key = models.SlugField(max_length=80, unique=True, help_text="Stable identifier; the records job matches on it.")
+    name = models.CharField(max_length=200)
+    controller = models.TextField(help_text="Name and contact details of the controller and the DPO (Art. 30(1)(a)).")
+    purpose = models.TextField(help_text="Purposes of the processing (Art. 30(1)(b)).")
+    data_subject_categories = models.TextField(help_text="Categories of data subjects (Art. 30(1)(c)).")
+    personal_data_categories = models.TextField(help_text="Categories of personal data (Art. 30(1)(c)).")
+    recipients = models.TextField(help_text="Categories of recipients (Art. 30(1)(d)).")
+    transfers = models.TextField(
+        help_text="Transfers to third countries or international organisations and their safeguards (Art. 30(1)(e))."
+    )
+    retention_period_days = models.PositiveIntegerField(help_text="Time limit for erasure, in days (Art. 30(1)(f)).")
+    retention_policy_applies = models.BooleanField(
+        default=True,
+        help_text="The data are raw evaluation outputs purged by the retention job: the period must match the policy.",
+    )
+    security_measures = models.TextField(help_text="Technical and organisational security measures (Art. 30(1)(g)).")
+    telemetry_fields = models.JSONField(default=list, blank=True)
+    voice_transcription_flows = models.JSONField(default=list, blank=True)
+    last_reviewed_at = models.DateTimeField(null=True, blank=True)
+    last_reviewed_by_name = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(retention_period_days__gte=1), name="record_retention_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("governance:record", args=[self.key])
+
+
+class ChangeKind(models.TextChoices):
+    TELEMETRY_FIELD = "telemetry_field", "Telemetry field"
+    VOICE_TRANSCRIPTION_FLOW = "voice_transcription_flow", "Voice transcription flow"
+
+
+class ChangeStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    CONFIRMED = "confirmed", "Confirmed"
+    REJECTED = "rejected", "Rejected"
+
+
+class RecordChange(models.Model):
+    """Something the records job found that a record should list; a compliance reviewer confirms or rejects it.
+
+    Unique per record, kind and subject whatever its status: a field or flow is
+    proposed once, never twice.
+    """
+
+    record = models.ForeignKey(ProcessingRecord, on_delete=models.PROTECT, related_name="changes")
+    kind = models.CharField(max_length=30, choices=ChangeKind.choices)
+    subject = models.CharField(max_length=250, help_text="run_output:<field>, run_metric:<field>, or a tenant slug.")
+    label = models.CharField(max_length=300)
+    detail = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=ChangeStatus.choices, default=ChangeStatus.PENDING)
+    detected_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_by_name = models.CharField(max_length=150, blank=True)
+    comment = models.TextField(blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["record_id", "-detected_at", "-id"]
+        permissions = [("decide_recordchange", "Can confirm or reject a pending change of a processing record")]
+        constraints = [
+            models.UniqueConstraint(fields=["record", "kind", "subject"], name="recordchange_once_per_subject"),
+            models.CheckConstraint(condition=Q(kind__in=ChangeKind.values), name="recordchange_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(status=ChangeStatus.PENDING, decided_at__isnull=True)
+                | (
+                    Q(status__in=[ChangeStatus.CONFIRMED, ChangeStatus.REJECTED], decided_at__isnull=False)
+                    & ~Q(comment="")
+                ),
+                name="recordchange_decided_with_comment",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "record"], name="recordchange_status")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.label} ({self.status})"
+
+
+class TelemetrySource(models.TextChoices):
+    RUN_METRIC = "run_metric", "Run metrics"
+    RUN_OUTPUT = "run_output", "Run outputs"
+    MONITORING_SAMPLE = "monitoring_sample", "Monitoring samples"
+
+
+class TelemetryField(models.Model):
+    """A field name seen in ingested payloads, with when it was first and last ingested."""
+
+    source = models.CharField(max_length=20, choices=TelemetrySource.choices)
+    name = models.CharField(max_length=200)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["source", "name"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(fields=["source", "name"], name="telemetry_field_unique"),
+            models.CheckConstraint(condition=Q(last_seen_at__gte=F("first_seen_at")), name="telemetry_seen_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
+
+    @property
+    def subject(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+class ScanCursor(models.Model):
+    """How far the records job has scanned each source (the highest settled primary key)."""
+
+    source = models.CharField(max_length=20, choices=TelemetrySource.choices, unique=True)
+    last_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"{self.source} after #{self.last_id}"
+
+
+# --- Scheduled reviews (playbook section 6) ---------------------------------------------------------------------------
+
+
+class ReviewKind(models.TextChoices):
+    WEEKLY_EVALUATION = "weekly_evaluation", "Weekly evaluation review"
+    MONTHLY_GUARDRAIL_DRILL = "monthly_guardrail_drill", "Monthly guardrail scenario drill"
+    QUARTERLY_SECURITY_PRIVACY = "quarterly_security_privacy", "Quarterly security and privacy review"
+
+
+class ReviewStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    COMPLETED = "completed", "Completed"
+
+
+class ScheduledReview(models.Model):
+    """One review for one period (UTC): created once by the daily check, completed by a member of its role."""
+
+    kind = models.CharField(max_length=30, choices=ReviewKind.choices)
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="Exclusive.")
+    label = models.CharField(max_length=20, help_text="2025-W23, 2025-06 or 2025-Q2.")
+    assigned_role = models.CharField(max_length=30, choices=Role.choices)
+    due_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=ReviewStatus.choices, default=ReviewStatus.OPEN)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    completed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    completed_by_name = models.CharField(max_length=150, blank=True)
+    notes = models.TextField(blank=True)
+    tool_scoring_adjustments = models.TextField(
+        blank=True, help_text="Weekly evaluation review: tool-scoring weight adjustments decided from reflection data."
+    )
+    compensations_as_designed = models.BooleanField(
+        null=True, blank=True, help_text="Monthly drill: did guardrail compensations execute as designed?"
+    )
+    rbac_changes = models.TextField(blank=True, help_text="Quarterly review: RBAC policy changes decided.")
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-period_start", "kind"]
+        permissions = [("reassign_scheduledreview", "Can assign a scheduled review to another role")]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "period_start"], name="review_once_per_period"),
+            models.CheckConstraint(condition=Q(kind__in=ReviewKind.values), name="review_kind_valid"),
+            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="review_period_positive"),
+            models.CheckConstraint(
+                condition=Q(status=ReviewStatus.OPEN, completed_at__isnull=True)
+                | (Q(status=ReviewStatus.COMPLETED, completed_at__isnull=False) & ~Q(notes="")),
+                name="review_completed_with_notes",
+            ),
+            models.CheckConstraint(
+                condition=Q(compensations_as_designed__isnull=True) | Q(kind=ReviewKind.MONTHLY_GUARDRAIL_DRILL),
+                name="review_drill_answer_only_on_drills",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind=ReviewKind.MONTHLY_GUARDRAIL_DRILL, status=ReviewStatus.COMPLETED)
+                | Q(compensations_as_designed__isnull=False),
+                name="review_drill_completed_with_answer",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "due_at"], name="review_status_due")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.label}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("governance:review", args=[self.pk])
+
+
+# --- Daily delta reports (playbook section 2, limited beta) -----------------------------------------------------------
+
+
+class DailyDeltaReport(models.Model):
+    """A rollout's baseline-vs-candidate deltas for its current phase, as of the end of one UTC day.
+
+    ``metrics`` holds, per catalogue metric, both arms' n/mean/sd, the delta, its
+    Welch 95% interval and verdict, and the success criterion: the report stays
+    what it was when it was made.
+    """
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.PROTECT, related_name="daily_delta_reports")
+    phase = models.ForeignKey("rollout.Phase", on_delete=models.PROTECT, related_name="+")
+    report_date = models.DateField()
+    through = models.DateTimeField(help_text="Runs that finished before this are included.")
+    generated_at = models.DateTimeField()
+    baseline_runs = models.PositiveIntegerField()
+    candidate_runs = models.PositiveIntegerField()
+    metrics = models.JSONField()
+
+    class Meta:
+        ordering = ["rollout_id", "-report_date"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "report_date"], name="delta_report_once_per_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Delta report {self.rollout} {self.report_date:%Y-%m-%d}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("governance:delta_report", args=[self.rollout.slug, self.report_date.isoformat()])

@@ -9,6 +9,7 @@ import contextlib
 from typing import Any
 
 from celery.signals import task_postrun, task_prerun
+from django.conf import settings
 from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 from simple_history.signals import post_create_historical_record
@@ -18,7 +19,8 @@ from rollout.context import Actor, acting_as
 from rollout.models import Incident, Rollout
 from rollout.signals import access_denied, home_panels, plan_changed, rollout_panels, rollout_rolled_back
 
-from . import ledger, selectors, services
+from . import jobs, ledger, records, selectors, services
+from .models import Job, JobTrigger, TelemetrySource
 
 
 @receiver(post_create_historical_record, dispatch_uid="governance.ledger.history")
@@ -111,6 +113,37 @@ def ledger_access_denied(sender, request, **kwargs) -> None:
     )
 
 
+# --- Compliance records: an ingest with a field the inventory does not know queues the records job --------------------
+
+
+@receiver(runs_ingested, dispatch_uid="governance.records.runs_ingested")
+def records_after_runs(sender, rollout_id, run_ids, telemetry_fields=(), actor=None, **kwargs) -> None:
+    new = records.unknown_fields(TelemetrySource.RUN_OUTPUT, telemetry_fields)
+    new += records.unknown_fields(TelemetrySource.RUN_METRIC, records.reported_metrics(run_ids))
+    if new:
+        _queue_records_job(new, actor)
+
+
+@receiver(samples_ingested, dispatch_uid="governance.records.samples_ingested")
+def records_after_samples(sender, rollout_id, sample_ids, actor=None, **kwargs) -> None:
+    new = records.unknown_fields(TelemetrySource.MONITORING_SAMPLE, records.SAMPLE_FIELDS)
+    if new:
+        _queue_records_job(new, actor)
+
+
+def _queue_records_job(fields: list[str], actor: Any) -> None:
+    if jobs.queued_recently(Job.UPDATE_COMPLIANCE_RECORDS):
+        return  # a run waiting for a worker will see these fields too
+    name = actor.name if isinstance(actor, Actor) else "ingest"
+    with acting_as(Actor(kind="system", name=f"ingest by {name}"[:150])):
+        jobs.job_request(
+            job=Job.UPDATE_COMPLIANCE_RECORDS,
+            actor=None,
+            trigger=JobTrigger.EVENT,
+            reason=f"New telemetry field(s): {', '.join(fields[:10])}",
+        )
+
+
 # --- Page panels --------------------------------------------------------------------------------------------
 
 
@@ -122,6 +155,14 @@ def my_work_panel(sender, request, **kwargs) -> dict[str, Any] | None:
     return {"template": "governance/_panel_my_work.html", "work": work}
 
 
+@receiver(home_panels, dispatch_uid="governance.panels.compliance")
+def compliance_panel(sender, request, **kwargs) -> dict[str, Any] | None:
+    panel = selectors.compliance_home(request.user)
+    if panel is None:
+        return None
+    return {"template": "governance/_panel_compliance.html", "c": panel}
+
+
 @receiver(rollout_panels, dispatch_uid="governance.panels.rollout")
 def rollout_panel(sender, request, rollout, **kwargs) -> dict[str, Any]:
     gov = selectors.rollout_governance(rollout)
@@ -130,6 +171,17 @@ def rollout_panel(sender, request, rollout, **kwargs) -> dict[str, Any]:
         "gov": gov,
         "signable": gov.sign_offs.signable_roles(request.user),
         "decidable": gov.pending.decidable_roles(request.user) if gov.pending else [],
+    }
+
+
+@receiver(rollout_panels, dispatch_uid="governance.panels.rollout_compliance")
+def rollout_compliance_panel(sender, request, rollout, **kwargs) -> dict[str, Any] | None:
+    if not request.user.has_perm("governance.view_dailydeltareport"):
+        return None
+    return {
+        "template": "governance/_panel_rollout_compliance.html",
+        "c": selectors.rollout_compliance(rollout),
+        "retention_days": settings.RETENTION_DAYS,
     }
 
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.conf import settings
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from evaluations.models import SuccessCriterion
+from evaluations.models import RunOutput, SuccessCriterion
 from evaluations.selectors import ga_gate
 from rollout.models import (
     ChecklistItem,
@@ -37,19 +38,32 @@ from rollout.models import (
 from rollout.roles import LEAD_ROLES, Role, user_roles
 from rollout.services import PLAN_FIELDS, next_target
 
+from . import jobs, retention
 from .ledger import canonical_json
 from .models import (
     DEFAULT_APPROVING_ROLES,
     PENDING_STATUSES,
     ApprovingRole,
     AuditEvent,
+    ChangeStatus,
+    DailyDeltaReport,
     Decision,
+    Job,
+    JobRun,
+    JobStatus,
+    LegalHold,
     PlanSignOff,
+    ProcessingRecord,
+    RecordChange,
     RequestStatus,
+    RetentionReceipt,
+    ScheduledReview,
+    TelemetryField,
     TransitionApproval,
     TransitionRequest,
     TransitionTarget,
 )
+from .records import TELEMETRY_RECORD
 
 ROLE_LABELS: dict[str, str] = {r.value: r.label for r in Role}
 LEAD_ROLE_VALUES: tuple[str, ...] = tuple(r.value for r in LEAD_ROLES)
@@ -558,3 +572,202 @@ def audit_events(filters: AuditFilter) -> QuerySet[AuditEvent]:
 
 def rollout_names(ids: Sequence[int]) -> dict[int, Rollout]:
     return {r.pk: r for r in Rollout.objects.filter(pk__in=set(ids)).only("pk", "slug", "name")}
+
+
+# --- Compliance: retention, records, reviews, jobs, delta reports (issue 5) -------------------------------------------
+
+
+def ledger_alert() -> dict[str, Any] | None:
+    """The latest completed ledger verification, if it found the chain broken (the banner). One indexed query."""
+    latest = (
+        JobRun.objects.filter(job=Job.VERIFY_AUDIT_LOG, status=JobStatus.SUCCEEDED)
+        .order_by("-id")
+        .values("alert", "summary", "finished_at", "result")
+        .first()
+    )
+    return latest if latest and latest["alert"] else None
+
+
+@dataclass
+class RetentionOverview:
+    policy: retention.Policy
+    schedule: str
+    next_cutoff: dt.datetime
+    holds: list[LegalHold]
+    oldest_output_at: dt.datetime | None
+    last_receipt: RetentionReceipt | None
+
+
+def retention_overview(now: dt.datetime | None = None) -> RetentionOverview:
+    """The Retention page's header: policy, schedule, active holds, the oldest output still stored. Three queries."""
+    now = now or timezone.now()
+    rules = retention.policy()
+    oldest = RunOutput.objects.order_by("run_finished_at").values_list("run_finished_at", flat=True).first()
+    return RetentionOverview(
+        policy=rules,
+        schedule=jobs.describe_schedule(jobs.beat_schedule(Job.ENFORCE_RETENTION)),
+        next_cutoff=rules.cutoff(now),
+        holds=list(LegalHold.objects.filter(released_at__isnull=True).select_related("rollout").order_by("placed_at")),
+        oldest_output_at=oldest,
+        last_receipt=RetentionReceipt.objects.filter(dry_run=False).order_by("-id").first(),
+    )
+
+
+def retention_receipts() -> QuerySet[RetentionReceipt]:
+    return RetentionReceipt.objects.select_related("job_run").order_by("-started_at", "-id")
+
+
+def released_holds(limit: int = 20) -> list[LegalHold]:
+    return list(
+        LegalHold.objects.filter(released_at__isnull=False).select_related("rollout").order_by("-released_at")[:limit]
+    )
+
+
+def records_list() -> list[ProcessingRecord]:
+    """Every record with its pending-change count and whether its retention period matches the policy. One query."""
+    records = list(
+        ProcessingRecord.objects.annotate(
+            pending=Count("changes", filter=Q(changes__status=ChangeStatus.PENDING))
+        ).order_by("name", "id")
+    )
+    for record in records:
+        record.retention_mismatch = (
+            record.retention_policy_applies and record.retention_period_days != settings.RETENTION_DAYS
+        )
+    return records
+
+
+@dataclass
+class RecordDetail:
+    record: ProcessingRecord
+    pending: list[RecordChange]
+    decided: list[RecordChange]
+    retention_mismatch: bool
+    telemetry: list[TelemetryField]
+
+
+def record_detail(key: str, *, decided_limit: int = 50) -> RecordDetail:
+    """A record, its pending and latest decided changes, and the telemetry inventory. Four queries."""
+    record = get_object_or_404(ProcessingRecord, key=key)
+    changes = record.changes.order_by("-detected_at", "-id")
+    return RecordDetail(
+        record=record,
+        pending=list(changes.filter(status=ChangeStatus.PENDING).order_by("detected_at", "id")),
+        decided=list(changes.exclude(status=ChangeStatus.PENDING).order_by("-decided_at", "-id")[:decided_limit]),
+        retention_mismatch=record.retention_policy_applies and record.retention_period_days != settings.RETENTION_DAYS,
+        telemetry=list(TelemetryField.objects.order_by("source", "name")) if record.key == TELEMETRY_RECORD else [],
+    )
+
+
+def reviews(*, status: str = "", kind: str = "") -> QuerySet[ScheduledReview]:
+    qs = ScheduledReview.objects.all()
+    now = timezone.now()
+    if status == "overdue":
+        qs = qs.filter(status="open", due_at__lte=now)
+    elif status:
+        qs = qs.filter(status=status)
+    if kind:
+        qs = qs.filter(kind=kind)
+    return qs.order_by("-period_start", "kind", "id")
+
+
+def review_detail(pk: int) -> ScheduledReview:
+    return get_object_or_404(ScheduledReview, pk=pk)
+
+
+@dataclass
+class JobRow:
+    spec: jobs.JobSpec
+    schedule: str
+    last: JobRun | None
+
+
+def jobs_overview() -> list[JobRow]:
+    """Each job with its schedule (from ``CELERY_BEAT_SCHEDULE``) and its latest run. One query."""
+    latest_ids = JobRun.objects.values("job").annotate(last=Max("id")).values("last")
+    last = {run.job: run for run in JobRun.objects.filter(pk__in=latest_ids)}
+    return [
+        JobRow(spec=spec, schedule=jobs.describe_schedule(jobs.beat_schedule(name)), last=last.get(name))
+        for name, spec in jobs.JOBS.items()
+    ]
+
+
+def job_runs(job: str = "") -> QuerySet[JobRun]:
+    qs = JobRun.objects.all()
+    if job:
+        qs = qs.filter(job=job)
+    return qs.order_by("-queued_at", "-id")
+
+
+def delta_reports(rollout: Rollout) -> QuerySet[DailyDeltaReport]:
+    return DailyDeltaReport.objects.filter(rollout=rollout).select_related("rollout", "phase").order_by("-report_date")
+
+
+def previous_report(report: DailyDeltaReport) -> DailyDeltaReport | None:
+    return (
+        DailyDeltaReport.objects.filter(rollout_id=report.rollout_id, report_date__lt=report.report_date)
+        .order_by("-report_date")
+        .first()
+    )
+
+
+def delta_report(slug: str, day: dt.date) -> tuple[DailyDeltaReport, DailyDeltaReport | None]:
+    report = get_object_or_404(
+        DailyDeltaReport.objects.select_related("rollout", "phase"), rollout__slug=slug, report_date=day
+    )
+    return report, previous_report(report)
+
+
+@dataclass
+class ComplianceHome:
+    overdue: list[ScheduledReview]
+    mine: list[ScheduledReview]  # open reviews assigned to the user's roles, not overdue
+    pending_changes: int | None = None
+    mismatched_records: int | None = None
+    failed_jobs: list[JobRun] = field(default_factory=list)
+    active_holds: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.overdue or self.mine or self.pending_changes or self.mismatched_records or self.failed_jobs)
+
+
+def compliance_home(user, *, limit: int = 10) -> ComplianceHome | None:
+    """The home page's compliance panel: overdue reviews for everyone, open ones of the user's roles, and for
+    compliance reviewers the records waiting for them and failed jobs. Two queries, five for reviewers."""
+
+    held = user_roles(user)
+    now = timezone.now()
+    open_reviews = list(ScheduledReview.objects.filter(status="open").order_by("due_at", "kind")[:100])
+    overdue = [r for r in open_reviews if r.due_at <= now]
+    mine = [r for r in open_reviews if r.due_at > now and r.assigned_role in held]
+    panel = ComplianceHome(overdue=overdue[:limit], mine=mine[:limit])
+    if Role.COMPLIANCE_REVIEWER in held:
+        panel.pending_changes = RecordChange.objects.filter(status=ChangeStatus.PENDING).count()
+        panel.mismatched_records = (
+            ProcessingRecord.objects.filter(retention_policy_applies=True)
+            .exclude(retention_period_days=settings.RETENTION_DAYS)
+            .count()
+        )
+        panel.failed_jobs = list(
+            JobRun.objects.filter(status=JobStatus.FAILED, queued_at__gte=now - dt.timedelta(days=7)).order_by("-id")[
+                :5
+            ]
+        )
+        panel.active_holds = LegalHold.objects.filter(released_at__isnull=True).count()
+        return panel
+    return None if panel.empty else panel
+
+
+@dataclass
+class RolloutCompliance:
+    hold: LegalHold | None
+    last_report: DailyDeltaReport | None
+
+
+def rollout_compliance(rollout: Rollout) -> RolloutCompliance:
+    """The rollout page's retention and delta-report line. Two queries."""
+    return RolloutCompliance(
+        hold=LegalHold.objects.filter(rollout=rollout, released_at__isnull=True).first(),
+        last_report=DailyDeltaReport.objects.filter(rollout=rollout).order_by("-report_date").first(),
+    )

@@ -16,3 +16,20 @@ urlpatterns = [
     path("audit/", views.audit_list, name="audit"),
     path("audit/export/", views.audit_export, name="audit_export"),
 ]
+
+urlpatterns += [
+    path("compliance/retention/", views.retention, name="retention"),
+    path("compliance/retention/holds/<int:pk>/release/", views.hold_release, name="hold_release"),
+    path("compliance/jobs/", views.jobs_page, name="jobs"),
+    path("compliance/jobs/<str:job>/run/", views.job_run_now, name="job_run"),
+    path("compliance/records/", views.records_list, name="records"),
+    path("compliance/records/new/", views.record_create, name="record_create"),
+    path("compliance/records/<slug:key>/", views.record_detail, name="record"),
+    path("compliance/records/<slug:key>/edit/", views.record_edit, name="record_edit"),
+    path("compliance/records/<slug:key>/changes/<int:pk>/decide/", views.change_decide, name="change_decide"),
+    path("compliance/reviews/", views.reviews_list, name="reviews"),
+    path("compliance/reviews/<int:pk>/", views.review_detail, name="review"),
+    path("compliance/reviews/<int:pk>/reassign/", views.review_reassign, name="review_reassign"),
+    path("rollouts/<slug:slug>/delta-reports/", views.delta_reports, name="delta_reports"),
+    path("rollouts/<slug:slug>/delta-reports/<str:day>/", views.delta_report_detail, name="delta_report"),
+]

@@ -6,22 +6,41 @@ a refused rule becomes a message naming it, never a 500 or half a record.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
 from rollout.models import Rollout
+from rollout.roles import has_role
 
-from . import ledger, selectors, services
-from .forms import ApplyForm, ApproversForm, AuditFilterForm, DecisionForm, TransitionRequestForm
-from .models import TransitionRequest
+from . import jobs, ledger, records, reports, reviews, selectors, services
+from . import retention as retention_services
+from .forms import (
+    ApplyForm,
+    ApproversForm,
+    AuditFilterForm,
+    ChangeDecisionForm,
+    DecisionForm,
+    HoldReleaseForm,
+    LegalHoldForm,
+    ProcessingRecordForm,
+    ReviewCompleteForm,
+    ReviewReassignForm,
+    RunJobForm,
+    TransitionRequestForm,
+)
+from .models import Job, LegalHold, ProcessingRecord, RecordChange, ReviewKind, TransitionRequest
 
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 
@@ -264,3 +283,309 @@ def audit_export(request: HttpRequest) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="audit-ledger-{stamp}-export{event.sequence}.{fmt}"'
     response["X-Audit-Export-Entry"] = str(event.sequence)
     return response
+
+
+# --- Compliance: retention and legal holds ----------------------------------------------------------------------------
+
+
+def _page(request: HttpRequest, queryset):
+    return Paginator(queryset, settings.PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+@permission_required("governance.view_retentionreceipt", raise_exception=True)
+def retention(request: HttpRequest) -> HttpResponse:
+    form = LegalHoldForm(request.POST or None) if request.user.has_perm("governance.add_legalhold") else None
+    if request.method == "POST":
+        if form is None:
+            raise PermissionDenied
+        if form.is_valid():
+            try:
+                hold = retention_services.legal_hold_place(
+                    rollout=form.cleaned_data["rollout"], reason=form.cleaned_data["reason"], actor=request.user
+                )
+            except DomainError as exc:
+                form.add_error(None, exc.message)
+            else:
+                messages.success(
+                    request, f"Legal hold placed on {hold.rollout.name}: its outputs are kept until released."
+                )
+                return redirect("governance:retention")
+    return render(
+        request,
+        "governance/retention.html",
+        {
+            "o": selectors.retention_overview(),
+            "page": _page(request, selectors.retention_receipts()),
+            "released": selectors.released_holds(),
+            "form": form,
+        },
+        status=400 if form is not None and form.errors else 200,
+    )
+
+
+@permission_required("governance.release_legalhold", raise_exception=True)
+def hold_release(request: HttpRequest, pk: int) -> HttpResponse:
+    hold = get_object_or_404(LegalHold.objects.select_related("rollout"), pk=pk)
+    form = HoldReleaseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            retention_services.legal_hold_release(hold=hold, reason=form.cleaned_data["reason"], actor=request.user)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Legal hold on {hold.rollout.name} released.")
+        return redirect("governance:retention")
+    return render(
+        request,
+        "governance/confirm.html",
+        {
+            "form": form,
+            "title": f"Release the legal hold on {hold.rollout.name}?",
+            "explanation": (
+                f"Placed {hold.placed_at:%Y-%m-%d %H:%M} UTC by {hold.placed_by_name}: “{hold.reason}”. Once released, "
+                "the rollout's outputs older than the retention period are deleted by the next retention run."
+            ),
+            "submit": "Release hold",
+            "danger": True,
+            "cancel": reverse("governance:retention"),
+        },
+    )
+
+
+# --- Compliance: jobs -------------------------------------------------------------------------------------------------
+
+
+@permission_required("governance.view_jobrun", raise_exception=True)
+def jobs_page(request: HttpRequest) -> HttpResponse:
+    job = request.GET.get("job", "")
+    if job not in Job.values:
+        job = ""
+    return render(
+        request,
+        "governance/jobs.html",
+        {
+            "rows": selectors.jobs_overview(),
+            "page": _page(request, selectors.job_runs(job)),
+            "job": job,
+            "jobs": Job.choices,
+        },
+    )
+
+
+@permission_required("governance.run_job", raise_exception=True)
+def job_run_now(request: HttpRequest, job: str) -> HttpResponse:
+    try:
+        spec = jobs.spec_of(job)
+    except DomainError as exc:
+        raise Http404(exc.message) from exc
+    form = RunJobForm(request.POST or None)
+    if not spec.destructive:
+        del form.fields["dry_run"]
+    if request.method == "POST" and form.is_valid():
+        options = {"dry_run": True} if form.cleaned_data.get("dry_run") else {}
+        try:
+            run = jobs.job_request(job=job, actor=request.user, reason=form.cleaned_data["reason"], options=options)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(
+                request,
+                f"{spec.label}{' (dry run)' if options else ''} queued as run #{run.pk}; a worker runs it shortly.",
+            )
+        return redirect("governance:jobs")
+    return render(
+        request,
+        "governance/confirm.html",
+        {
+            "form": form,
+            "title": f"Run “{spec.label}” now?",
+            "explanation": spec.description
+            + " It is queued for a worker; this page does not wait for it. Its schedule is unchanged."
+            + (" Without “dry run”, expired outputs are deleted for good." if spec.destructive else ""),
+            "submit": "Queue it now",
+            "danger": spec.destructive,
+            "cancel": reverse("governance:jobs"),
+        },
+    )
+
+
+# --- Compliance: data-processing records ------------------------------------------------------------------------------
+
+
+@permission_required("governance.view_processingrecord", raise_exception=True)
+def records_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "governance/records_list.html",
+        {"records": selectors.records_list(), "retention_days": settings.RETENTION_DAYS},
+    )
+
+
+@permission_required("governance.view_processingrecord", raise_exception=True)
+def record_detail(request: HttpRequest, key: str) -> HttpResponse:
+    return render(
+        request,
+        "governance/record_detail.html",
+        {
+            "d": selectors.record_detail(key),
+            "retention_days": settings.RETENTION_DAYS,
+            "decision_form": ChangeDecisionForm(),
+        },
+    )
+
+
+def _record_form(request: HttpRequest, record: ProcessingRecord) -> HttpResponse:
+    form = ProcessingRecordForm(request.POST or None, instance=record)
+    if request.method == "POST" and form.is_valid():
+        try:
+            saved = records.record_save(
+                record=record if record.pk else ProcessingRecord(),
+                values=form.values(),
+                actor=request.user,
+                reason=form.cleaned_data["reason"],
+                reviewed=form.cleaned_data["reviewed"],
+            )
+        except DomainError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, f"Record “{saved.name}” saved.")
+            return redirect(saved)
+    return render(
+        request,
+        "governance/record_form.html",
+        {"form": form, "record": record if record.pk else None, "retention_days": settings.RETENTION_DAYS},
+        status=400 if form.errors else 200,
+    )
+
+
+@permission_required("governance.add_processingrecord", raise_exception=True)
+def record_create(request: HttpRequest) -> HttpResponse:
+    return _record_form(request, ProcessingRecord())
+
+
+@permission_required("governance.change_processingrecord", raise_exception=True)
+def record_edit(request: HttpRequest, key: str) -> HttpResponse:
+    # A fresh copy for the form: a failed save must not leave half-changed attributes on the shown record.
+    return _record_form(request, get_object_or_404(ProcessingRecord, key=key))
+
+
+@require_POST
+@permission_required("governance.decide_recordchange", raise_exception=True)
+def change_decide(request: HttpRequest, key: str, pk: int) -> HttpResponse:
+    change = get_object_or_404(RecordChange.objects.select_related("record"), record__key=key, pk=pk)
+    form = ChangeDecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _first_error(form))
+    else:
+        confirm = form.cleaned_data["decision"] == "confirm"
+        try:
+            records.change_decide(
+                change=change, confirm=confirm, comment=form.cleaned_data["comment"], actor=request.user
+            )
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"{'Confirmed' if confirm else 'Rejected'}: {change.label}.")
+    return redirect(change.record)
+
+
+# --- Compliance: scheduled reviews ------------------------------------------------------------------------------------
+
+
+@permission_required("governance.view_scheduledreview", raise_exception=True)
+def reviews_list(request: HttpRequest) -> HttpResponse:
+    status = request.GET.get("status", "")
+    kind = request.GET.get("kind", "")
+    status = status if status in ("open", "overdue", "completed") else ""
+    kind = kind if kind in ReviewKind.values else ""
+    page = _page(request, selectors.reviews(status=status, kind=kind))
+    return render(
+        request,
+        "governance/reviews_list.html",
+        {"page": page, "status": status, "kind": kind, "kinds": ReviewKind.choices, "now": timezone.now()},
+    )
+
+
+@permission_required("governance.view_scheduledreview", raise_exception=True)
+def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    review = selectors.review_detail(pk)
+    can_complete = review.status == "open" and has_role(request.user, review.assigned_role)
+    complete_form = ReviewCompleteForm(request.POST or None, kind=review.kind) if can_complete else None
+    if request.method == "POST":
+        if complete_form is None:
+            raise PermissionDenied
+        if complete_form.is_valid():
+            try:
+                reviews.review_complete(review=review, actor=request.user, **complete_form.service_kwargs())
+            except DomainError as exc:
+                complete_form.add_error(exc.field if exc.field in complete_form.fields else None, exc.message)
+            else:
+                messages.success(request, f"{review} completed.")
+                return redirect(review)
+    can_reassign = review.status == "open" and request.user.has_perm("governance.reassign_scheduledreview")
+    return render(
+        request,
+        "governance/review_detail.html",
+        {
+            "review": review,
+            "spec": reviews.REVIEW_SPECS[review.kind],
+            "role_label": reviews.ROLE_LABELS.get(review.assigned_role, review.assigned_role),
+            "form": complete_form,
+            "reassign_form": ReviewReassignForm(initial={"role": review.assigned_role}) if can_reassign else None,
+            "overdue": review.status == "open" and review.due_at <= timezone.now(),
+        },
+        status=400 if complete_form is not None and complete_form.errors else 200,
+    )
+
+
+@require_POST
+@permission_required("governance.reassign_scheduledreview", raise_exception=True)
+def review_reassign(request: HttpRequest, pk: int) -> HttpResponse:
+    review = selectors.review_detail(pk)
+    form = ReviewReassignForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _first_error(form))
+    else:
+        try:
+            reviews.review_reassign(review=review, actor=request.user, **form.cleaned_data)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"{review} assigned to {reviews.ROLE_LABELS[form.cleaned_data['role']]}.")
+    return redirect(review)
+
+
+# --- Daily delta reports ----------------------------------------------------------------------------------------------
+
+
+@permission_required("governance.view_dailydeltareport", raise_exception=True)
+def delta_reports(request: HttpRequest, slug: str) -> HttpResponse:
+    rollout = _rollout(slug)
+    page = _page(request, selectors.delta_reports(rollout))
+    items = list(page.object_list)
+    # The day before the page's oldest report, for its day-over-day change: one more query.
+    before = selectors.previous_report(items[-1]) if items else None
+    rows = [
+        (report, reports.day_over_day(report, items[i + 1] if i + 1 < len(items) else before))
+        for i, report in enumerate(items)
+    ]
+    return render(request, "governance/delta_reports.html", {"rollout": rollout, "page": page, "rows": rows})
+
+
+@permission_required("governance.view_dailydeltareport", raise_exception=True)
+def delta_report_detail(request: HttpRequest, slug: str, day: str) -> HttpResponse:
+    try:
+        date = dt.date.fromisoformat(day)
+    except ValueError as exc:
+        raise Http404("No such report date") from exc
+    report, previous = selectors.delta_report(slug, date)
+    return render(
+        request,
+        "governance/delta_report_detail.html",
+        {
+            "rollout": report.rollout,
+            "report": report,
+            "previous": previous,
+            "rows": reports.day_over_day(report, previous),
+        },
+    )

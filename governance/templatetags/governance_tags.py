@@ -56,3 +56,42 @@ def audit_diff(event) -> dict[str, Any]:
 @register.filter
 def short_hash(value: str) -> str:
     return (value or "")[:12]
+
+
+@register.simple_tag(takes_context=True)
+def ledger_alert(context) -> dict[str, Any] | None:
+    """The broken-ledger alert for the banner: one indexed query per request, for logged-in users only."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if request is None or user is None or not user.is_authenticated:
+        return None
+    if not hasattr(request, "_ledger_alert"):
+        from governance.selectors import ledger_alert as latest
+
+        request._ledger_alert = latest()
+    return request._ledger_alert
+
+
+# Decimals per metric unit (ratios and dollars need four, milliseconds one).
+UNIT_DIGITS = {"ms": 1, "ratio": 4, "USD": 4}
+
+
+def _digits(arg) -> int:
+    if isinstance(arg, int):
+        return arg
+    return UNIT_DIGITS.get(str(arg), int(arg) if str(arg).isdigit() else 4)
+
+
+@register.filter
+def signed(value, arg=4) -> str:
+    """A number with its sign (+0.0123), to the unit's decimals (``|signed:"ms"``) or a count; em dash for none."""
+    if value is None:
+        return "—"
+    return f"{value:+.{_digits(arg)}f}"
+
+
+@register.filter
+def num(value, arg=4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{_digits(arg)}f}"

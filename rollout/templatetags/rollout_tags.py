@@ -35,6 +35,15 @@ _BADGE = {
     # webhook deliveries
     "delivered": "success",
     "failed": "danger",
+    # compliance jobs, retention receipts, record changes, reviews
+    "queued": "secondary",
+    "running": "info",
+    "succeeded": "success",
+    "skipped": "light",
+    "interrupted": "warning",
+    "confirmed": "success",
+    "overdue": "danger",
+    "held": "warning",
     # guardrail mode, severities
     "observe": "info",
     "enforce": "success",

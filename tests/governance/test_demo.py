@@ -7,6 +7,7 @@ import io
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.utils import timezone
 
 from governance import ledger
 from governance.models import AuditEvent, PlanSignOff, TransitionRequest
@@ -52,6 +53,17 @@ def test_seed_demo_goes_through_sign_off_request_approval_and_apply_and_is_idemp
     assert [r.pk for r, _ in support.decisions] == [beta.pk]
     assert [r.slug for r, _ in support.sign_offs] == [SECOND_SLUG]
     assert ledger.verify(ledger.database_records()).ok
+
+    # The compliance pages have content: pending and confirmed changes, an overdue review, reports, a hold.
+    from governance.models import DailyDeltaReport, JobRun, LegalHold, RecordChange, RetentionReceipt, ScheduledReview
+
+    assert RecordChange.objects.filter(status="confirmed").count() == 3
+    assert RecordChange.objects.filter(status="pending").exists()
+    assert ScheduledReview.objects.filter(status="completed").count() == 1
+    assert any(r.due_at <= timezone.now() for r in ScheduledReview.objects.filter(status="open"))
+    assert DailyDeltaReport.objects.filter(rollout=main).count() == 6
+    assert LegalHold.objects.get().rollout == second
+    assert RetentionReceipt.objects.get().dry_run and JobRun.objects.filter(alert=True).count() == 0
 
     entries = AuditEvent.objects.count()
     out = io.StringIO()

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from evaluations.demo import seed_evaluations
-from governance.demo import enter_canary, seed_governance
+from governance.demo import enter_canary, seed_compliance, seed_governance
 from rollout.demo import seed_demo
 from rollout.roles import Role
 
@@ -26,6 +26,7 @@ class Command(BaseCommand):
             users = {u.username: u for u in get_user_model().objects.filter(username__in=[r.value for r in Role])}
             seed_governance(users, result)
             result.created.extend(seed_evaluations())
+            seed_compliance(users, result)
         self.stdout.write(self.style.SUCCESS(result.summary()))
         self.stdout.write("Demo logins (username / password):")
         for username in result.usernames:
