@@ -21,9 +21,9 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from rollout.errors import ActionNotAllowed
 from rollout.history import delete_tracked, save_tracked
 from rollout.models import Cohort, IncidentKind, Phase, PhaseStatus, Rollout, RolloutStatus
+from rollout.roles import require_perm
 from rollout.services import rollout_rollback
 from rollout.signals import plan_changed
 
@@ -423,12 +423,6 @@ def evaluate_triggers(*, rollout_id: int) -> TriggerFiring | None:
 # --- Success criteria ------------------------------------------------------------------
 
 
-def _require_perm(actor: Any, perm: str) -> None:
-    """Users need the permission; ``None`` is the system itself (tasks, commands, demo data)."""
-    if actor is not None and not actor.has_perm(perm):
-        raise ActionNotAllowed("Your roles do not allow this action.")
-
-
 @dataclass(frozen=True)
 class CriterionSpec:
     metric: str
@@ -441,7 +435,7 @@ def success_criteria_replace(
     *, rollout: Rollout, criteria: Sequence[CriterionSpec], actor: Any, reason: str
 ) -> list[SuccessCriterion]:
     """Set the rollout's success criteria (one per metric at most). A change is a change of plan."""
-    _require_perm(actor, "evaluations.change_successcriterion")
+    require_perm(actor, "evaluations.change_successcriterion")
     if not reason.strip():
         raise InvalidCriteria("Changing the success criteria needs a reason.", field="reason")
     if not criteria:

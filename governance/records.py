@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from evaluations.models import METRIC_KEYS, EvaluationRun, MonitoringSample, RunOutput
 from rollout.errors import ActionNotAllowed, DomainError
-from rollout.history import save_tracked
+from rollout.history import actor_name, save_tracked
 from rollout.models import FlagExposure, FlagKey, Tenant
 
 from .jobs import Outcome
@@ -117,18 +117,6 @@ EDITABLE_FIELDS: tuple[str, ...] = (
 )
 
 
-def _save(obj: Any, *, action: str, actor: Any, reason: str) -> Any:
-    obj._audit_action = action
-    try:
-        return save_tracked(obj, actor=actor, reason=reason)
-    finally:
-        del obj._audit_action
-
-
-def _name(actor: Any) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 @transaction.atomic
 def record_save(
     *, record: ProcessingRecord, values: dict[str, Any], actor: Any, reason: str, reviewed: bool = False
@@ -155,9 +143,9 @@ def record_save(
     if creating and (not record.key or record.key == "new" or ProcessingRecord.objects.filter(key=record.key).exists()):
         raise InvalidRecord("Each record needs its own key (and not “new”).", field="key")
     if reviewed:
-        record.last_reviewed_at, record.last_reviewed_by_name = timezone.now(), _name(actor)
+        record.last_reviewed_at, record.last_reviewed_by_name = timezone.now(), actor_name(actor)
     action = "processing_record.create" if creating else "processing_record.update"
-    return _save(record, action=action, actor=actor, reason=reason.strip())
+    return save_tracked(record, action=action, actor=actor, reason=reason.strip())
 
 
 @transaction.atomic
@@ -172,15 +160,17 @@ def change_decide(*, change: RecordChange, confirm: bool, comment: str, actor: A
     if change.status != ChangeStatus.PENDING:
         raise ChangeAlreadyDecided(f"This change was already {change.status} by {change.decided_by_name}.")
     change.status = ChangeStatus.CONFIRMED if confirm else ChangeStatus.REJECTED
-    change.decided_at, change.decided_by_name, change.comment = timezone.now(), _name(actor), comment.strip()
+    change.decided_at, change.decided_by_name, change.comment = timezone.now(), actor_name(actor), comment.strip()
     change.decided_by = actor if getattr(actor, "is_authenticated", False) else None
-    _save(change, action=f"record.change_{'confirm' if confirm else 'reject'}", actor=actor, reason=comment.strip())
+    save_tracked(
+        change, action=f"record.change_{'confirm' if confirm else 'reject'}", actor=actor, reason=comment.strip()
+    )
     if confirm:
         attr = "telemetry_fields" if change.kind == ChangeKind.TELEMETRY_FIELD else "voice_transcription_flows"
         listed = list(getattr(record, attr))
         if change.subject not in listed:
             setattr(record, attr, sorted([*listed, change.subject]))
-            _save(
+            save_tracked(
                 record,
                 action="processing_record.update",
                 actor=actor,
@@ -216,7 +206,9 @@ def ensure_records(*, actor: Any = None) -> tuple[dict[str, ProcessingRecord], l
         record = ProcessingRecord(key=key, **values)
         try:
             with transaction.atomic():
-                _save(record, action="processing_record.create", actor=actor, reason="Created by the records job")
+                save_tracked(
+                    record, action="processing_record.create", actor=actor, reason="Created by the records job"
+                )
         except IntegrityError:  # created concurrently
             record = ProcessingRecord.objects.get(key=key)
         else:
@@ -328,7 +320,9 @@ def _propose(record: ProcessingRecord, kind: str, subject: str, label: str, deta
     )
     try:
         with transaction.atomic():
-            _save(change, action="record.change_proposed", actor=None, reason=f"Found by the records job: {label}")
+            save_tracked(
+                change, action="record.change_proposed", actor=None, reason=f"Found by the records job: {label}"
+            )
     except IntegrityError:
         return False
     return True

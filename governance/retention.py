@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from evaluations.models import EvaluationRun, RunOutput
 from rollout.errors import ActionNotAllowed, DomainError
-from rollout.history import save_tracked
+from rollout.history import actor_name, save_tracked
 from rollout.models import Rollout
 
 from . import ledger
@@ -339,18 +339,6 @@ def _lock_holds() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [HOLD_LOCK])
 
 
-def _save(obj: Any, *, action: str, actor: Any, reason: str) -> Any:
-    obj._audit_action = action
-    try:
-        return save_tracked(obj, actor=actor, reason=reason)
-    finally:
-        del obj._audit_action
-
-
-def _name(actor: Any) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 @transaction.atomic
 def legal_hold_place(*, rollout: Rollout, reason: str, actor: Any) -> LegalHold:
     """A compliance reviewer puts a rollout's raw outputs on hold: no purge deletes them until it is released."""
@@ -366,12 +354,12 @@ def legal_hold_place(*, rollout: Rollout, reason: str, actor: Any) -> LegalHold:
         rollout=rollout,
         reason=reason.strip(),
         placed_by=actor,
-        placed_by_name=_name(actor),
+        placed_by_name=actor_name(actor),
         placed_at=timezone.now(),
     )
     try:
         with transaction.atomic():
-            return _save(hold, action="legal_hold.place", actor=actor, reason=reason.strip())
+            return save_tracked(hold, action="legal_hold.place", actor=actor, reason=reason.strip())
     except IntegrityError as exc:  # the partial unique index: one active hold per rollout
         raise HoldAlreadyActive(f"{rollout.name} is already under a legal hold.") from exc
 
@@ -390,6 +378,6 @@ def legal_hold_release(*, hold: LegalHold, reason: str, actor: Any) -> LegalHold
         raise HoldNotActive(f"The hold on {hold.rollout.name} was already released by {hold.released_by_name}.")
     hold.released_at = timezone.now()
     hold.released_by = actor if getattr(actor, "is_authenticated", False) else None
-    hold.released_by_name = _name(actor)
+    hold.released_by_name = actor_name(actor)
     hold.release_reason = reason.strip()
-    return _save(hold, action="legal_hold.release", actor=actor, reason=reason.strip())
+    return save_tracked(hold, action="legal_hold.release", actor=actor, reason=reason.strip())

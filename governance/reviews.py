@@ -139,14 +139,11 @@ def check_scheduled_reviews(*, today: dt.date | None = None) -> list[ScheduledRe
                 due_at=period.due_at,
                 created_at=timezone.now(),
             )
-            review._audit_action = "review.create"
             try:
                 with transaction.atomic():
-                    save_tracked(review, actor=None, reason=f"Scheduled: {spec.what}")
+                    save_tracked(review, action="review.create", actor=None, reason=f"Scheduled: {spec.what}")
             except IntegrityError:  # the constraint: this period already has its review
                 continue
-            finally:
-                del review._audit_action
             created.append(review)
     return created
 
@@ -164,14 +161,6 @@ def run_check(run: JobRun) -> Outcome:
 
 
 # --- Completing and reassigning ---------------------------------------------------------------------------------------
-
-
-def _save(review: ScheduledReview, *, action: str, actor: Any, reason: str) -> ScheduledReview:
-    review._audit_action = action
-    try:
-        return save_tracked(review, actor=actor, reason=reason)
-    finally:
-        del review._audit_action
 
 
 @transaction.atomic
@@ -212,7 +201,7 @@ def review_complete(
     review.tool_scoring_adjustments = tool_scoring_adjustments.strip()
     review.compensations_as_designed = compensations_as_designed
     review.rbac_changes = rbac_changes.strip()
-    return _save(review, action="review.complete", actor=actor, reason=notes.strip())
+    return save_tracked(review, action="review.complete", actor=actor, reason=notes.strip())
 
 
 @transaction.atomic
@@ -230,4 +219,4 @@ def review_reassign(*, review: ScheduledReview, role: str, actor: Any, reason: s
     if review.assigned_role == role:
         raise InvalidReview(f"{review} is already assigned to {ROLE_LABELS[role]}.", field="role")
     review.assigned_role = role
-    return _save(review, action="review.reassign", actor=actor, reason=reason.strip())
+    return save_tracked(review, action="review.reassign", actor=actor, reason=reason.strip())

@@ -13,14 +13,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from rollout.context import user_actor
-from rollout.errors import ActionNotAllowed, InvalidTransition
-from rollout.history import delete_tracked, save_tracked
+from rollout.errors import InvalidTransition
+from rollout.history import actor_name, delete_tracked, save_tracked
 from rollout.models import Rollout
-from rollout.roles import has_role
+from rollout.roles import has_role, require_perm
 from rollout.services import active_phase, next_target, rollout_advance
 
 from . import ledger
@@ -67,25 +67,6 @@ from .selectors import (
 EXPORT_FORMATS = ("csv", "jsonl")
 
 
-def _require_perm(actor: Any, perm: str) -> None:
-    """Users need the permission; ``None`` is the system itself (seed, commands)."""
-    if actor is not None and not actor.has_perm(perm):
-        raise ActionNotAllowed("Your roles do not allow this action.")
-
-
-def _save(obj: Model, *, action: str, actor: Any, reason: str) -> Model:
-    """``save_tracked`` with the governance action the ledger entry should carry."""
-    obj._audit_action = action
-    try:
-        return save_tracked(obj, actor=actor, reason=reason)
-    finally:
-        del obj._audit_action
-
-
-def _name(actor: Any) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 def _lock(rollout_id: int) -> Rollout:
     return Rollout.objects.select_for_update().get(pk=rollout_id)
 
@@ -127,14 +108,14 @@ def plan_sign_off(*, rollout: Rollout, role: str, decision: str, comment: str, a
         rollout=rollout,
         role=role,
         signer=actor,
-        signer_name=_name(actor),
+        signer_name=actor_name(actor),
         decision=decision,
         comment=comment.strip(),
         plan_hash=version,
         signed_at=timezone.now(),
     )
     verb = "approved" if decision == Decision.APPROVE else "rejected"
-    return _save(
+    return save_tracked(
         sign_off,
         action=f"signoff.{decision}",
         actor=actor,
@@ -148,7 +129,7 @@ def _supersede(rollout: Rollout, version: str, *, actor: Any, reason: str) -> in
     count = 0
     for sign_off in stale.exclude(plan_hash=version).order_by("id"):
         sign_off.superseded_at, sign_off.superseded_by_hash = now, version
-        _save(sign_off, action="signoff.supersede", actor=actor, reason=reason)
+        save_tracked(sign_off, action="signoff.supersede", actor=actor, reason=reason)
         count += 1
     return count
 
@@ -167,7 +148,7 @@ def transition_request_create(
     *, rollout: Rollout, justification: str, actor: Any, target: str | None = None
 ) -> TransitionRequest:
     """A rollout-admin asks for the rollout's next step; the approving roles then decide."""
-    _require_perm(actor, "governance.add_transitionrequest")
+    require_perm(actor, "governance.add_transitionrequest")
     if not justification.strip():
         raise CommentRequired("A transition request needs a justification.", field="justification")
     rollout = _lock(rollout.pk)
@@ -185,12 +166,12 @@ def transition_request_create(
         target=expected,
         justification=justification.strip(),
         requested_by=actor,
-        requester_name=_name(actor),
+        requester_name=actor_name(actor),
         requested_at=timezone.now(),
     )
     try:
         with transaction.atomic():
-            return _save(request, action="transition.request", actor=actor, reason=justification.strip())
+            return save_tracked(request, action="transition.request", actor=actor, reason=justification.strip())
     except IntegrityError as exc:  # the partial unique index, should the check above ever be bypassed
         raise RequestAlreadyOpen("This rollout already has an open transition request.") from exc
 
@@ -236,24 +217,26 @@ def transition_decide(
         decision=decision,
         comment=comment.strip(),
         approver=actor,
-        approver_name=_name(actor),
+        approver_name=actor_name(actor),
         requester_id=request.requested_by_id,
         decided_at=now,
     )
     reason = comment.strip() or f"{ROLE_LABELS[role]} {decision}s request #{request.pk}"
     try:
         with transaction.atomic():
-            _save(approval, action=f"transition.{decision}", actor=actor, reason=reason)
+            save_tracked(approval, action=f"transition.{decision}", actor=actor, reason=reason)
     except IntegrityError as exc:  # a constraint caught what the checks above did not
         raise RoleAlreadyDecided("This decision conflicts with one already recorded.") from exc
     if decision == Decision.REJECT:
         request.status, request.decided_at = RequestStatus.REJECTED, now
-        _save(request, action="transition.rejected", actor=actor, reason=f"Rejected by {ROLE_LABELS[role]}: {reason}")
+        save_tracked(
+            request, action="transition.rejected", actor=actor, reason=f"Rejected by {ROLE_LABELS[role]}: {reason}"
+        )
     else:
         approved = {a.role for a in current if a.decision == Decision.APPROVE} | {role}
         if all(r in approved for r in required):
             request.status, request.decided_at = RequestStatus.APPROVED, now
-            _save(request, action="transition.approved", actor=actor, reason="Every required role approved")
+            save_tracked(request, action="transition.approved", actor=actor, reason="Every required role approved")
     return approval
 
 
@@ -265,7 +248,7 @@ def transition_apply(*, request: TransitionRequest, actor: Any, reason: str = ""
     request applied. The rollout moves through its state machine in the same
     transaction (phase, flag exposure, guardrail mode on GA).
     """
-    _require_perm(actor, "governance.apply_transitionrequest")
+    require_perm(actor, "governance.apply_transitionrequest")
     rollout, request = _locked_request(request)
     if request.status == RequestStatus.APPLIED:
         raise AlreadyApplied(f"Request #{request.pk} was already applied by {request.closed_by_name}.")
@@ -289,13 +272,13 @@ def transition_apply(*, request: TransitionRequest, actor: Any, reason: str = ""
         reason=f"Transition request #{request.pk} into {target_label(request.target)}: {request.justification}",
     )
     request.status = RequestStatus.APPLIED
-    request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), _name(actor), note
-    return _save(request, action="transition.apply", actor=actor, reason=note)
+    request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), actor_name(actor), note
+    return save_tracked(request, action="transition.apply", actor=actor, reason=note)
 
 
 @transaction.atomic
 def transition_withdraw(*, request: TransitionRequest, actor: Any, reason: str) -> TransitionRequest:
-    _require_perm(actor, "governance.withdraw_transitionrequest")
+    require_perm(actor, "governance.withdraw_transitionrequest")
     if not reason.strip():
         raise CommentRequired("Withdrawing a request needs a reason.", field="reason")
     _rollout, request = _locked_request(request)
@@ -304,8 +287,8 @@ def transition_withdraw(*, request: TransitionRequest, actor: Any, reason: str) 
     if not request.is_pending:
         raise RequestClosed(f"Request #{request.pk} is {request.get_status_display().lower()}.")
     request.status = RequestStatus.WITHDRAWN
-    request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), _name(actor), reason.strip()
-    return _save(request, action="transition.withdraw", actor=actor, reason=reason.strip())
+    request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), actor_name(actor), reason.strip()
+    return save_tracked(request, action="transition.withdraw", actor=actor, reason=reason.strip())
 
 
 # --- Approving roles ----------------------------------------------------------------------------------------
@@ -316,7 +299,7 @@ def approvers_set(
     *, rollout: Rollout, roles_by_target: Mapping[str, Iterable[str]], actor: Any, reason: str
 ) -> dict[str, tuple[str, ...]]:
     """Set which lead roles approve each transition of a rollout; voids the decisions on open requests it affects."""
-    _require_perm(actor, "governance.change_approvingrole")
+    require_perm(actor, "governance.change_approvingrole")
     if not reason.strip():
         raise CommentRequired("Changing the approving roles needs a reason.", field="reason")
     wanted: dict[str, tuple[str, ...]] = {}
@@ -341,11 +324,10 @@ def approvers_set(
     for target in changed:
         for (row_target, role), row in rows.items():
             if row_target == target and role not in wanted[target]:
-                row._audit_action = "approvers.remove"
-                delete_tracked(row, actor=actor, reason=reason)
+                delete_tracked(row, action="approvers.remove", actor=actor, reason=reason)
         for role in wanted[target]:
             if (target, role) not in rows:
-                _save(
+                save_tracked(
                     ApprovingRole(rollout=rollout, target=target, role=role),
                     action="approvers.add",
                     actor=actor,
@@ -363,10 +345,10 @@ def _void_decisions(rollout: Rollout, targets: list[str], *, actor: Any, reason:
     for request in pending:
         for approval in request.approvals.select_for_update().filter(voided_at__isnull=True).order_by("id"):
             approval.voided_at, approval.void_reason = now, reason
-            _save(approval, action="transition.approval_void", actor=actor, reason=reason)
+            save_tracked(approval, action="transition.approval_void", actor=actor, reason=reason)
         if request.status == RequestStatus.APPROVED:
             request.status, request.decided_at = RequestStatus.OPEN, None
-            _save(request, action="transition.reopen", actor=actor, reason=reason)
+            save_tracked(request, action="transition.reopen", actor=actor, reason=reason)
 
 
 # --- Exports --------------------------------------------------------------------------------------------------
@@ -384,7 +366,7 @@ def audit_export(
     """
     if fmt not in EXPORT_FORMATS:
         raise InvalidAuditFilter(f"Unknown export format {fmt!r}: csv or jsonl.", field="format")
-    _require_perm(actor, "governance.export_auditevent")
+    require_perm(actor, "governance.export_auditevent")
     ledger.lock_ledger()
     through = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
     queryset = audit_events(filters).filter(sequence__lte=through)

@@ -14,18 +14,39 @@ from typing import Any
 from django.db import models
 
 
-def save_tracked(obj: models.Model, *, actor: Any, reason: str, **save_kwargs: Any) -> models.Model:
-    obj._history_user = actor if getattr(actor, "is_authenticated", False) else None
-    obj._change_reason = reason
+def save_tracked(
+    obj: models.Model, *, actor: Any, reason: str, action: str | None = None, **save_kwargs: Any
+) -> models.Model:
+    """Save with history user and reason; ``action`` names the change in the audit ledger
+    (e.g. ``"transition.apply"``) instead of the plain create/update."""
+    _mark(obj, actor=actor, reason=reason, action=action)
     try:
         obj.save(**save_kwargs)
     finally:
-        del obj._history_user
-        del obj._change_reason
+        _unmark(obj)
     return obj
 
 
-def delete_tracked(obj: models.Model, *, actor: Any, reason: str) -> None:
+def delete_tracked(obj: models.Model, *, actor: Any, reason: str, action: str | None = None) -> None:
+    _mark(obj, actor=actor, reason=reason, action=action)
+    try:
+        obj.delete()
+    finally:
+        _unmark(obj)
+
+
+def actor_name(actor: Any) -> str:
+    """How a service names who acted, for records that keep the name (it survives the user's deletion)."""
+    return actor.get_username() if actor is not None else "system"
+
+
+def _mark(obj: models.Model, *, actor: Any, reason: str, action: str | None) -> None:
     obj._history_user = actor if getattr(actor, "is_authenticated", False) else None
     obj._change_reason = reason
-    obj.delete()
+    if action:
+        obj._audit_action = action  # read by governance's ledger receiver
+
+
+def _unmark(obj: models.Model) -> None:
+    for name in ("_history_user", "_change_reason", "_audit_action"):
+        obj.__dict__.pop(name, None)

@@ -20,7 +20,6 @@ from django.utils.text import slugify
 
 from . import playbook, signals
 from .errors import (
-    ActionNotAllowed,
     ChecklistItemStateError,
     CohortOverlap,
     IncidentStateError,
@@ -59,6 +58,7 @@ from .models import (
     RolloutStatus,
     Tenant,
 )
+from .roles import require_perm
 
 # --- State machine (design section 3) -------------------------------------------
 
@@ -81,12 +81,6 @@ ROLLOUT_TRANSITIONS: dict[str, frozenset[str]] = {
 # What a transition request can ask for: the next phase, or "completed" after GA.
 TARGET_COMPLETED = "completed"
 TRANSITION_TARGETS: tuple[str, ...] = (*PHASE_SEQUENCE[1:], TARGET_COMPLETED)
-
-
-def _require_perm(actor: Any, perm: str) -> None:
-    """Users need the permission; ``None`` is the system itself (tasks, triggers, seed)."""
-    if actor is not None and not actor.has_perm(perm):
-        raise ActionNotAllowed("Your roles do not allow this action.")
 
 
 def _locked_rollout(rollout: Rollout) -> Rollout:
@@ -177,7 +171,7 @@ def rollout_resume(*, rollout: Rollout, actor: Any, reason: str) -> Phase:
 
 @transaction.atomic
 def rollout_cancel(*, rollout: Rollout, actor: Any, reason: str) -> Rollout:
-    _require_perm(actor, "rollout.change_rollout")
+    require_perm(actor, "rollout.change_rollout")
     if not reason.strip():
         raise InvalidTransition("Cancelling a rollout needs a reason.")
     rollout = _locked_rollout(rollout)
@@ -206,7 +200,7 @@ def rollout_rollback(
     Listeners of ``signals.rollout_rolled_back`` (notifications) run on commit.
     """
     if kind == IncidentKind.MANUAL:
-        _require_perm(actor, "rollout.roll_back_rollout")
+        require_perm(actor, "rollout.roll_back_rollout")
     if not reason.strip():
         raise InvalidTransition("A rollback needs a reason.")
     rollout = _locked_rollout(rollout)
@@ -302,7 +296,7 @@ def incident_add_event(
 
 @transaction.atomic
 def incident_tick_step(*, step: IncidentStep, actor: Any) -> IncidentStep:
-    _require_perm(actor, "rollout.change_incident")
+    require_perm(actor, "rollout.change_incident")
     step = IncidentStep.objects.select_for_update().select_related("incident").get(pk=step.pk)
     if step.done_at is not None:
         raise IncidentStateError(f"“{step.get_key_display()}” was already ticked.")
@@ -317,7 +311,7 @@ def incident_tick_step(*, step: IncidentStep, actor: Any) -> IncidentStep:
 @transaction.atomic
 def incident_close(*, incident: Incident, actor: Any, retrospective: str) -> Incident:
     """Close an incident with its retrospective, which is kept in the communications log."""
-    _require_perm(actor, "rollout.change_incident")
+    require_perm(actor, "rollout.change_incident")
     if not retrospective.strip():
         raise IncidentStateError("Closing an incident needs a retrospective.")
     incident = Incident.objects.select_for_update().get(pk=incident.pk)
@@ -410,7 +404,7 @@ def flag_set_exposure(*, flag: FeatureFlag, tenants: Sequence[Tenant], enabled: 
     Refuses voice insights for tenants without confirmed transcript ingestion,
     and the kill switch (which has its own break-glass service).
     """
-    _require_perm(actor, "rollout.change_flagexposure")
+    require_perm(actor, "rollout.change_flagexposure")
     if not reason.strip():
         raise InvalidPlan("Changing a flag's exposure needs a reason.", field="reason")
     _locked_rollout(flag.rollout)
@@ -437,7 +431,7 @@ def kill_switch_set(*, rollout: Rollout, on: bool, actor: Any, reason: str) -> i
 
     No approvals; needs a reason, and is recorded like any other change.
     """
-    _require_perm(actor, "rollout.operate_kill_switch")
+    require_perm(actor, "rollout.operate_kill_switch")
     if not reason.strip():
         raise InvalidPlan("The kill switch needs a reason.", field="reason")
     rollout = _locked_rollout(rollout)
@@ -453,7 +447,7 @@ def tenant_save(*, tenant: Tenant, actor: Any, reason: str) -> Tenant:
 
     Withdrawing transcript ingestion turns voice insights off for the tenant in every rollout.
     """
-    _require_perm(actor, "rollout.change_tenant" if tenant.pk else "rollout.add_tenant")
+    require_perm(actor, "rollout.change_tenant" if tenant.pk else "rollout.add_tenant")
     tenant.name = tenant.name.strip()
     if not tenant.slug:
         tenant.slug = slugify(tenant.name)[:80]
@@ -506,7 +500,7 @@ def cohort_set_tenants(*, cohort: Cohort, tenants: Sequence[Tenant], actor: Any,
 
     Members get the flags the current phase gives their cohort.
     """
-    _require_perm(actor, "rollout.change_cohort")
+    require_perm(actor, "rollout.change_cohort")
     rollout = _locked_rollout(cohort.rollout)
     wanted = {t.pk: t for t in tenants}
     elsewhere = (
@@ -573,7 +567,7 @@ def rollout_create_from_playbook(
     default success criteria in the same transaction.
     """
     actor = owner if actor is None else actor
-    _require_perm(actor, "rollout.add_rollout")
+    require_perm(actor, "rollout.add_rollout")
     name = name.strip()
     if not name:
         raise InvalidPlan("A rollout needs a name.", field="name")
@@ -660,7 +654,7 @@ def rollout_update_plan(
     **fields: Any,
 ) -> Rollout:
     """Change the deployment calendar and thresholds. Listeners may void plan sign-offs."""
-    _require_perm(actor, "rollout.change_rollout")
+    require_perm(actor, "rollout.change_rollout")
     unknown = set(fields) - set(PLAN_FIELDS)
     if unknown:
         raise InvalidPlan(f"Not part of the plan: {', '.join(sorted(unknown))}.")
@@ -706,7 +700,7 @@ class EscalationRow:
 def escalation_matrix_replace(
     *, rollout: Rollout, rows: Sequence[EscalationRow], actor: Any, reason: str
 ) -> list[EscalationContact]:
-    _require_perm(actor, "rollout.change_escalationcontact")
+    require_perm(actor, "rollout.change_escalationcontact")
     if not rows:
         raise InvalidPlan("The escalation matrix needs at least one contact.")
     rollout = _locked_rollout(rollout)
@@ -736,7 +730,7 @@ def escalation_matrix_replace(
 
 @transaction.atomic
 def checklist_item_tick(*, item: ChecklistItem, actor: Any, evidence_url: str, reason: str = "") -> ChecklistItem:
-    _require_perm(actor, "rollout.change_checklistitem")
+    require_perm(actor, "rollout.change_checklistitem")
     item = ChecklistItem.objects.select_for_update().get(pk=item.pk)
     if item.is_done:
         raise ChecklistItemStateError(f"“{item.title}” is already ticked.")
@@ -751,7 +745,7 @@ def checklist_item_tick(*, item: ChecklistItem, actor: Any, evidence_url: str, r
 
 @transaction.atomic
 def checklist_item_untick(*, item: ChecklistItem, actor: Any, reason: str) -> ChecklistItem:
-    _require_perm(actor, "rollout.change_checklistitem")
+    require_perm(actor, "rollout.change_checklistitem")
     if not reason.strip():
         raise ChecklistItemStateError("Reopening an item needs a reason.", field="reason")
     item = ChecklistItem.objects.select_for_update().get(pk=item.pk)
@@ -769,7 +763,7 @@ def checklist_item_untick(*, item: ChecklistItem, actor: Any, reason: str) -> Ch
 def communication_create(
     *, rollout: Rollout, kind: str, title: str, body: str, actor: Any, publish: bool = False
 ) -> Communication:
-    _require_perm(actor, "rollout.add_communication")
+    require_perm(actor, "rollout.add_communication")
     if kind == CommunicationKind.RETROSPECTIVE:
         raise InvalidPlan("Retrospectives are written when an incident closes.", field="kind")
     if kind not in CommunicationKind.values:
@@ -789,7 +783,7 @@ def communication_create(
 
 @transaction.atomic
 def communication_update(*, communication: Communication, title: str, body: str, actor: Any) -> Communication:
-    _require_perm(actor, "rollout.change_communication")
+    require_perm(actor, "rollout.change_communication")
     communication = Communication.objects.select_for_update().get(pk=communication.pk)
     if not communication.is_draft:
         raise InvalidPlan("A published communication is part of the record and cannot be edited.")
@@ -801,7 +795,7 @@ def communication_update(*, communication: Communication, title: str, body: str,
 
 @transaction.atomic
 def communication_publish(*, communication: Communication, actor: Any) -> Communication:
-    _require_perm(actor, "rollout.change_communication")
+    require_perm(actor, "rollout.change_communication")
     communication = Communication.objects.select_for_update().get(pk=communication.pk)
     if not communication.is_draft:
         raise InvalidPlan("This communication is already published.")
@@ -811,7 +805,7 @@ def communication_publish(*, communication: Communication, actor: Any) -> Commun
 
 @transaction.atomic
 def phase_feedback_add(*, phase: Phase, actor: Any, severity: str, text: str, link: str = "") -> PhaseFeedback:
-    _require_perm(actor, "rollout.add_phasefeedback")
+    require_perm(actor, "rollout.add_phasefeedback")
     if not text.strip():
         raise InvalidPlan("Feedback needs some text.", field="text")
     if phase.status == PhaseStatus.PENDING:
