@@ -12,6 +12,7 @@ from rollout.roles import Role
 
 from .ledger import KNOWN_ACTIONS
 from .models import Decision, LeadRole, LegalHold, ProcessingRecord, ReviewKind, TransitionTarget
+from .records import EDITABLE_FIELDS
 from .reviews import ASSIGNABLE_ROLES
 from .selectors import AuditFilter
 
@@ -199,19 +200,7 @@ class ProcessingRecordForm(forms.ModelForm):
 
     class Meta:
         model = ProcessingRecord
-        fields = [
-            "key",
-            "name",
-            "controller",
-            "purpose",
-            "data_subject_categories",
-            "personal_data_categories",
-            "recipients",
-            "transfers",
-            "retention_period_days",
-            "retention_policy_applies",
-            "security_measures",
-        ]
+        fields = ["key", *EDITABLE_FIELDS]
         widgets = {
             name: forms.Textarea(attrs={"rows": 2})
             for name in (

@@ -36,8 +36,8 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from rollout.context import current_actor, user_actor
-from rollout.errors import ActionNotAllowed, DomainError
-from rollout.roles import Role
+from rollout.errors import DomainError
+from rollout.roles import Role, require_perm
 
 from . import ledger
 from .models import FINISHED_JOB_STATUSES, Job, JobLock, JobRun, JobStatus, JobTrigger
@@ -384,8 +384,7 @@ def job_request(
     Users need ``governance.run_job``; ``None`` is the system (an ingest bringing a new telemetry field).
     """
     spec = spec_of(job)
-    if actor is not None and not actor.has_perm("governance.run_job"):
-        raise ActionNotAllowed("Your roles do not allow running compliance jobs.")
+    require_perm(actor, "governance.run_job", "Your roles do not allow running compliance jobs.")
     options = dict(options or {})
     unknown = set(options) - ({"dry_run"} if job == Job.ENFORCE_RETENTION else set())
     if unknown:

@@ -30,9 +30,10 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from evaluations.models import METRIC_KEYS, EvaluationRun, MonitoringSample, RunOutput
-from rollout.errors import ActionNotAllowed, DomainError
+from rollout.errors import DomainError
 from rollout.history import actor_name, save_tracked
 from rollout.models import FlagExposure, FlagKey, Tenant
+from rollout.roles import require_perm
 
 from .jobs import Outcome
 from .models import (
@@ -124,8 +125,7 @@ def record_save(
     """Create or edit a record (compliance reviewers). ``reviewed`` stamps "last reviewed" with the actor and now."""
     creating = record.pk is None
     perm = "governance.add_processingrecord" if creating else "governance.change_processingrecord"
-    if actor is not None and not actor.has_perm(perm):
-        raise ActionNotAllowed("Only compliance reviewers keep the data-processing records.")
+    require_perm(actor, perm, "Only compliance reviewers keep the data-processing records.")
     if not reason.strip():
         raise InvalidRecord("Saving a data-processing record needs a reason.", field="reason")
     unknown = set(values) - set(EDITABLE_FIELDS) - ({"key"} if creating else set())
@@ -151,8 +151,9 @@ def record_save(
 @transaction.atomic
 def change_decide(*, change: RecordChange, confirm: bool, comment: str, actor: Any) -> RecordChange:
     """Confirm (the record then lists it) or reject a pending change, with a comment."""
-    if actor is not None and not actor.has_perm("governance.decide_recordchange"):
-        raise ActionNotAllowed("Only compliance reviewers confirm or reject changes to the records.")
+    require_perm(
+        actor, "governance.decide_recordchange", "Only compliance reviewers confirm or reject changes to the records."
+    )
     if not comment.strip():
         raise InvalidRecord("Confirming or rejecting a change needs a comment.", field="comment")
     record = ProcessingRecord.objects.select_for_update().get(pk=change.record_id)

@@ -36,9 +36,10 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from evaluations.models import EvaluationRun, RunOutput
-from rollout.errors import ActionNotAllowed, DomainError
+from rollout.errors import DomainError
 from rollout.history import actor_name, save_tracked
 from rollout.models import Rollout
+from rollout.roles import require_perm
 
 from . import ledger
 from .jobs import Outcome, advisory_key
@@ -342,8 +343,7 @@ def _lock_holds() -> None:
 @transaction.atomic
 def legal_hold_place(*, rollout: Rollout, reason: str, actor: Any) -> LegalHold:
     """A compliance reviewer puts a rollout's raw outputs on hold: no purge deletes them until it is released."""
-    if actor is not None and not actor.has_perm("governance.add_legalhold"):
-        raise ActionNotAllowed("Only compliance reviewers place legal holds.")
+    require_perm(actor, "governance.add_legalhold", "Only compliance reviewers place legal holds.")
     if not reason.strip():
         raise ReasonRequired("A legal hold needs a reason (the matter or request it serves).", field="reason")
     Rollout.objects.select_for_update().get(pk=rollout.pk)
@@ -367,8 +367,7 @@ def legal_hold_place(*, rollout: Rollout, reason: str, actor: Any) -> LegalHold:
 @transaction.atomic
 def legal_hold_release(*, hold: LegalHold, reason: str, actor: Any) -> LegalHold:
     """Release a hold: the rollout's expired outputs go on the next retention run."""
-    if actor is not None and not actor.has_perm("governance.release_legalhold"):
-        raise ActionNotAllowed("Only compliance reviewers release legal holds.")
+    require_perm(actor, "governance.release_legalhold", "Only compliance reviewers release legal holds.")
     if not reason.strip():
         raise ReasonRequired("Releasing a legal hold needs a reason.", field="reason")
     Rollout.objects.select_for_update().get(pk=hold.rollout_id)

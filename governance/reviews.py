@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from rollout.errors import ActionNotAllowed, DomainError
 from rollout.history import save_tracked
-from rollout.roles import Role, has_role
+from rollout.roles import Role, has_role, require_perm
 
 from .jobs import Outcome
 from .models import JobRun, ReviewKind, ReviewStatus, ScheduledReview
@@ -207,8 +207,7 @@ def review_complete(
 @transaction.atomic
 def review_reassign(*, review: ScheduledReview, role: str, actor: Any, reason: str) -> ScheduledReview:
     """A compliance reviewer hands an open review to another role."""
-    if actor is not None and not actor.has_perm("governance.reassign_scheduledreview"):
-        raise ActionNotAllowed("Only compliance reviewers assign reviews.")
+    require_perm(actor, "governance.reassign_scheduledreview", "Only compliance reviewers assign reviews.")
     if role not in ASSIGNABLE_ROLES:
         raise InvalidReview(f"A review cannot be assigned to {role!r}.", field="role")
     if not reason.strip():

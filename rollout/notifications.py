@@ -43,7 +43,7 @@ from .models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from .roles import LEAD_ROLES, Role
+from .roles import LEAD_ROLES, Role, require_perm
 from .signals import rollout_rolled_back
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ def webhook_endpoint_create(
     *, rollout: Rollout, name: str, url: str, actor: Any, reason: str = "", secret: str | None = None
 ) -> tuple[WebhookEndpoint, str]:
     """Add a webhook to a rollout; returns it with its signing secret (generated unless given), shown once."""
-    if actor is not None and not actor.has_perm("rollout.add_webhookendpoint"):
-        raise InvalidPlan("Your roles do not allow adding webhooks.")
+    require_perm(actor, "rollout.add_webhookendpoint", "Your roles do not allow adding webhooks.")
     _check_url(url)
     if not name.strip():
         raise InvalidPlan("A webhook needs a name.", field="name")
@@ -108,8 +107,7 @@ def webhook_endpoint_update(
     *, endpoint: WebhookEndpoint, actor: Any, url: str, active: bool, rotate_secret: bool = False, reason: str = ""
 ) -> tuple[WebhookEndpoint, str | None]:
     """Change a webhook's URL or state, or rotate its secret (the new secret is returned, once)."""
-    if actor is not None and not actor.has_perm("rollout.change_webhookendpoint"):
-        raise InvalidPlan("Your roles do not allow changing webhooks.")
+    require_perm(actor, "rollout.change_webhookendpoint", "Your roles do not allow changing webhooks.")
     _check_url(url)
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
     endpoint.url, endpoint.active = url, active

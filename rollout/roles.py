@@ -108,13 +108,13 @@ def grant_permissions(apps, app_label: str, role_permissions: dict[str, list[str
         group.permissions.add(*perms)
 
 
-def require_perm(actor, perm: str) -> None:
+def require_perm(actor, perm: str, message: str = "Your roles do not allow this action.") -> None:
     """Services' authorization: a user needs the permission; ``None`` is the system itself
     (tasks, commands, triggers, demo data)."""
     from .errors import ActionNotAllowed
 
     if actor is not None and not actor.has_perm(perm):
-        raise ActionNotAllowed("Your roles do not allow this action.")
+        raise ActionNotAllowed(message)
 
 
 def user_roles(user) -> frozenset[str]:

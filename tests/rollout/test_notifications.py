@@ -162,3 +162,15 @@ def test_inactive_endpoints_are_not_notified(in_canary, users, django_capture_on
     notifications.webhook_endpoint_update(endpoint=endpoint, actor=None, url=endpoint.url, active=False)
     roll_back(in_canary, users, django_capture_on_commit_callbacks)
     assert WebhookDelivery.objects.count() == 0
+
+
+def test_only_holders_of_the_webhook_permissions_configure_webhooks(in_canary, users):
+    from rollout.errors import ActionNotAllowed
+    from rollout.models import WebhookEndpoint
+    from rollout.roles import Role
+
+    with pytest.raises(ActionNotAllowed, match="adding webhooks"):
+        notifications.webhook_endpoint_create(
+            rollout=in_canary, name="x", url="https://hooks.example.com/x", actor=users[Role.AUDITOR]
+        )
+    assert not WebhookEndpoint.objects.exists()
