@@ -51,7 +51,7 @@ class World:
         slug = self.rollout.slug
         item_open = self.rollout.checklist_items.filter(kind=ChecklistKind.EXIT, completed_at__isnull=True).first()
         item_done = self.rollout.checklist_items.filter(kind=ChecklistKind.READINESS).first()
-        step = self.incident.steps.order_by("pk").first()
+        step = self.incident.steps.filter(done_at__isnull=True).order_by("pk").first()
         on_rolled_back = {"slug": self.rolled_back.slug, "pk": self.incident.pk}
         return {
             "api:evaluation-run": {"run_id": self.run_id},

@@ -1,14 +1,16 @@
 """The access matrix: who may do what, on every URL, by every principal, in one table (issue 8).
 
 Each cell is one request: a principal (anonymous, a user of each role group, an API token of each scope,
-an unknown token) x a URL name x a method -> the expected answer. The URL kwargs point at a realistic world
-(tests/matrix_world.py). POST bodies are valid ones a permitted user would send (tests/access_matrix.py),
-so a refusal comes from who asks, never from what they send. Every refused cell (a redirect to the login
-page, 401, 403, 405, or any other error) must leave every table's row count as it was, except the audit
-ledger's (it records denials) and the sessions'.
+a token without scopes, an unknown token) x a URL name x a method -> the expected answer. The URL kwargs
+point at a realistic world (tests/matrix_world.py). POST bodies are valid ones a permitted user would send
+(tests/access_matrix.py), so a refusal comes from who asks, never from what they send.
 
-Values: a status code; ``login``: 302 to ``/login/?next=``; ``alogin``: 302 to the admin's login page.
-A ``302`` is a redirect anywhere else (after an action, or a rule refusal shown as a message).
+Values: a status code; ``login``: 302 to ``/login/?next=``; ``alogin``: 302 to the admin's login page with
+``?next=``; a bare ``302`` is a redirect anywhere else (after an action, or a rule's refusal shown as a
+message). A trailing ``+``: the request writes (some row count changes). Every other cell (every refusal,
+every rule refusal, every GET) must leave the row count of every table as it was, except the audit ledger's
+(it records denials) and the sessions'. Each cell runs in a savepoint rolled back after it: all cells of a
+principal share one world, built once.
 
 Adding a URL pattern? ``test_every_url_pattern_is_in_the_matrix`` fails until it has rows here (and its
 kwargs in ``World.kwargs``, a valid body in ``access_matrix.post_body`` when it takes a POST).
@@ -29,6 +31,7 @@ from tests.matrix_world import build_world
 from .access_matrix import (
     API_PRINCIPALS,
     PAGE_PRINCIPALS,
+    WRITES,
     Cell,
     counted_tables,
     outcome,
@@ -63,55 +66,55 @@ evaluations:runs               POST login  200    200    200    200    200    20
 evaluations:run                GET  login  200    200    200    200    200    200    200   | login
 evaluations:run                POST login  200    200    200    200    200    200    200   | login
 evaluations:criteria           GET  login  200    403    403    403    403    403    403   | login
-evaluations:criteria           POST login  302    403    403    403    403    403    403   | login
+evaluations:criteria           POST login  302+   403    403    403    403    403    403   | login
 
 rollout:home                   GET  login  200    200    200    200    200    200    200   | login
 rollout:home                   POST login  200    200    200    200    200    200    200   | login
 rollout:tenants                GET  login  200    200    200    200    200    200    200   | login
 rollout:tenants                POST login  200    200    200    200    200    200    200   | login
 rollout:create                 GET  login  200    403    403    403    403    403    403   | login
-rollout:create                 POST login  302    403    403    403    403    403    403   | login
+rollout:create                 POST login  302+   403    403    403    403    403    403   | login
 rollout:detail                 GET  login  200    200    200    200    200    200    200   | login
 rollout:detail                 POST login  200    200    200    200    200    200    200   | login
 rollout:status                 GET  login  200    200    200    200    200    200    200   | login
 rollout:status                 POST login  200    200    200    200    200    200    200   | login
 rollout:plan_edit              GET  login  200    403    403    403    403    403    403   | login
-rollout:plan_edit              POST login  302    403    403    403    403    403    403   | login
+rollout:plan_edit              POST login  302+   403    403    403    403    403    403   | login
 rollout:escalation_edit        GET  login  200    403    403    403    403    403    403   | login
-rollout:escalation_edit        POST login  302    403    403    403    403    403    403   | login
+rollout:escalation_edit        POST login  302+   403    403    403    403    403    403   | login
 rollout:cohort_edit            GET  login  200    403    403    403    403    403    403   | login
 rollout:cohort_edit            POST login  302    403    403    403    403    403    403   | login
 rollout:phase                  GET  login  200    200    200    200    200    200    200   | login
-rollout:phase                  POST login  302    403    302    403    403    403    403   | login
+rollout:phase                  POST login  302+   403    302+   403    403    403    403   | login
 rollout:checklist_tick         GET  login  405    405    405    405    405    405    405   | login
-rollout:checklist_tick         POST login  302    403    403    403    403    403    403   | login
+rollout:checklist_tick         POST login  302+   403    403    403    403    403    403   | login
 rollout:checklist_untick       GET  login  200    403    403    403    403    403    403   | login
-rollout:checklist_untick       POST login  302    403    403    403    403    403    403   | login
+rollout:checklist_untick       POST login  302+   403    403    403    403    403    403   | login
 rollout:kill_switch            GET  login  200    403    403    403    403    403    403   | login
 rollout:kill_switch            POST login  302    403    403    403    403    403    403   | login
 rollout:rollback               GET  login  200    403    403    403    403    403    403   | login
-rollout:rollback               POST login  302    403    403    403    403    403    403   | login
+rollout:rollback               POST login  302+   403    403    403    403    403    403   | login
 rollout:incident               GET  login  200    200    200    200    200    200    200   | login
 rollout:incident               POST login  200    200    200    200    200    200    200   | login
 rollout:incident_step          GET  login  405    405    405    405    405    405    405   | login
-rollout:incident_step          POST login  302    403    403    403    403    403    403   | login
+rollout:incident_step          POST login  302+   403    403    403    403    403    403   | login
 rollout:incident_close         GET  login  405    405    405    405    405    405    405   | login
 rollout:incident_close         POST login  302    403    403    403    403    403    403   | login
 rollout:communications         GET  login  200    200    200    200    200    200    200   | login
 rollout:communications         POST login  200    200    200    200    200    200    200   | login
 rollout:communication_create   GET  login  200    403    403    403    403    403    403   | login
-rollout:communication_create   POST login  302    403    403    403    403    403    403   | login
+rollout:communication_create   POST login  302+   403    403    403    403    403    403   | login
 rollout:communication          GET  login  200    200    200    200    200    200    200   | login
 rollout:communication          POST login  200    200    200    200    200    200    200   | login
 rollout:communication_edit     GET  login  200    403    403    403    403    403    403   | login
-rollout:communication_edit     POST login  302    403    403    403    403    403    403   | login
+rollout:communication_edit     POST login  302+   403    403    403    403    403    403   | login
 rollout:communication_publish  GET  login  405    405    405    405    405    405    405   | login
-rollout:communication_publish  POST login  302    403    403    403    403    403    403   | login
+rollout:communication_publish  POST login  302+   403    403    403    403    403    403   | login
 
 governance:sign_off            GET  login  405    405    405    405    405    405    405   | login
 governance:sign_off            POST login  403    302    302    302    302    403    403   | login
 governance:approvers           GET  login  200    403    403    403    403    403    403   | login
-governance:approvers           POST login  302    403    403    403    403    403    403   | login
+governance:approvers           POST login  302+   403    403    403    403    403    403   | login
 governance:transitions         GET  login  200    200    200    200    200    200    200   | login
 governance:transitions         POST login  200    200    200    200    200    200    200   | login
 governance:transition_create   GET  login  200    403    403    403    403    403    403   | login
@@ -119,39 +122,39 @@ governance:transition_create   POST login  200    403    403    403    403    40
 governance:transition          GET  login  200    200    200    200    200    200    200   | login
 governance:transition          POST login  200    200    200    200    200    200    200   | login
 governance:transition_decide   GET  login  405    405    405    405    405    405    405   | login
-governance:transition_decide   POST login  403    302    302    302    302    403    403   | login
+governance:transition_decide   POST login  403    302+   302+   302    302+   403    403   | login
 governance:transition_apply    GET  login  200    403    403    403    403    403    403   | login
 governance:transition_apply    POST login  302    403    403    403    403    403    403   | login
 governance:transition_withdraw GET  login  200    403    403    403    403    403    403   | login
-governance:transition_withdraw POST login  302    403    403    403    403    403    403   | login
+governance:transition_withdraw POST login  302+   403    403    403    403    403    403   | login
 governance:audit               GET  login  403    200    200    200    200    200    200   | login
 governance:audit               POST login  403    200    200    200    200    200    200   | login
 governance:audit_export        GET  login  405    405    405    405    405    405    405   | login
 governance:audit_export        POST login  403    403    403    403    403    403    200   | login
 governance:retention           GET  login  403    403    403    200    403    200    200   | login
-governance:retention           POST login  403    403    403    403    403    302    403   | login
+governance:retention           POST login  403    403    403    403    403    302+   403   | login
 governance:hold_release        GET  login  403    403    403    403    403    200    403   | login
-governance:hold_release        POST login  403    403    403    403    403    302    403   | login
+governance:hold_release        POST login  403    403    403    403    403    302+   403   | login
 governance:jobs                GET  login  403    403    403    200    403    200    200   | login
 governance:jobs                POST login  403    403    403    200    403    200    200   | login
 governance:job_run             GET  login  403    403    403    403    403    200    403   | login
-governance:job_run             POST login  403    403    403    403    403    302    403   | login
+governance:job_run             POST login  403    403    403    403    403    302+   403   | login
 governance:records             GET  login  403    403    403    200    403    200    200   | login
 governance:records             POST login  403    403    403    200    403    200    200   | login
 governance:record_create       GET  login  403    403    403    403    403    200    403   | login
-governance:record_create       POST login  403    403    403    403    403    302    403   | login
+governance:record_create       POST login  403    403    403    403    403    302+   403   | login
 governance:record              GET  login  403    403    403    200    403    200    200   | login
 governance:record              POST login  403    403    403    200    403    200    200   | login
 governance:record_edit         GET  login  403    403    403    403    403    200    403   | login
-governance:record_edit         POST login  403    403    403    403    403    302    403   | login
+governance:record_edit         POST login  403    403    403    403    403    302+   403   | login
 governance:change_decide       GET  login  405    405    405    405    405    405    405   | login
-governance:change_decide       POST login  403    403    403    403    403    302    403   | login
+governance:change_decide       POST login  403    403    403    403    403    302+   403   | login
 governance:reviews             GET  login  200    200    200    200    200    200    200   | login
 governance:reviews             POST login  200    200    200    200    200    200    200   | login
 governance:review              GET  login  200    200    200    200    200    200    200   | login
-governance:review              POST login  403    403    403    403    302    403    403   | login
+governance:review              POST login  403    403    403    403    302+   403    403   | login
 governance:review_reassign     GET  login  405    405    405    405    405    405    405   | login
-governance:review_reassign     POST login  403    403    403    403    403    302    403   | login
+governance:review_reassign     POST login  403    403    403    403    403    302+   403   | login
 governance:delta_reports       GET  login  200    200    200    200    200    200    200   | login
 governance:delta_reports       POST login  200    200    200    200    200    200    200   | login
 governance:delta_report        GET  login  200    200    200    200    200    200    200   | login
@@ -172,11 +175,11 @@ API = """
 api:schema                     GET  401    200    200    200    200    200    200    200   | 200    200    200    401
 api:schema                     POST 401    405    405    405    405    405    405    405   | 405    405    405    401
 api:evaluation-runs            GET  401    401    401    401    401    401    401    401   | 405    403    403    401
-api:evaluation-runs            POST 401    401    401    401    401    401    401    401   | 201    403    403    401
+api:evaluation-runs            POST 401    401    401    401    401    401    401    401   | 201+   403    403    401
 api:evaluation-run             GET  401    401    401    401    401    401    401    401   | 403    200    403    401
 api:evaluation-run             POST 401    401    401    401    401    401    401    401   | 403    405    403    401
 api:monitoring-samples         GET  401    401    401    401    401    401    401    401   | 405    403    403    401
-api:monitoring-samples         POST 401    401    401    401    401    401    401    401   | 201    403    403    401
+api:monitoring-samples         POST 401    401    401    401    401    401    401    401   | 201+   403    403    401
 api:rollouts                   GET  401    401    401    401    401    401    401    401   | 403    200    403    401
 api:rollouts                   POST 401    401    401    401    401    401    401    401   | 403    405    403    401
 api:rollout-flags              GET  401    401    401    401    401    401    401    401   | 403    200    403    401
@@ -224,6 +227,9 @@ def test_every_name_has_both_methods_and_each_row_is_there_once():
     assert len(rows) == len(set(rows))
     for name in {c.name for c in CELLS}:
         assert {c.method for c in CELLS if c.name == name} == {"GET", "POST"}, name
+    # Only an answered POST writes: never a GET, a redirect to a login page or an error.
+    assert {c.answer for c in CELLS if c.writes} <= {"200", "201", "302"}
+    assert not [c for c in CELLS if c.writes and c.method == "GET"]
 
 
 @pytest.fixture
@@ -238,10 +244,12 @@ def check(cell: Cell, world, kwargs: dict, tables: list[str]) -> None:
         got = outcome(response)
         after = row_counts(tables)
         transaction.set_rollback(True)  # every cell starts from the same world
-    assert got == cell.expected, f"{cell}: got {got}"
-    if cell.refused or cell.method == "GET":
-        changed = {t: (before[t], after[t]) for t in tables if before[t] != after[t]}
-        assert changed == {}, f"{cell}: a refused request (or a GET) changed row counts {changed}"
+    changed = {t: (before[t], after[t]) for t in tables if before[t] != after[t]}
+    assert got == cell.answer, f"{cell}: got {got}" + (WRITES if changed else "")
+    if cell.writes:
+        assert changed, f"{cell}: wrote nothing"
+    else:
+        assert changed == {}, f"{cell}: changed row counts {changed}"
 
 
 @pytest.mark.parametrize(
