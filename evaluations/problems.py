@@ -164,6 +164,11 @@ class ApiProblemMiddleware:
         )
 
     def _limit_body(self, request: HttpRequest) -> HttpResponse | None:
+        """Read the body here, at most ``API_MAX_BODY_BYTES`` + 1 bytes, so that one setting governs the API.
+
+        Django's own ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MiB, for the HTML forms) never sees an API body:
+        the bytes read here become ``request.body``. A worker holds at most the limit per request.
+        """
         limit = settings.API_MAX_BODY_BYTES
         too_large = dict(
             code="body-too-large",
@@ -173,33 +178,53 @@ class ApiProblemMiddleware:
         )
         length = request.META.get("CONTENT_LENGTH") or ""
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if length and not chunked:
+        if chunked:
+            if not request.META.get("wsgi.input_terminated"):
+                # Without a server that de-chunks and ends the stream, the body cannot be read safely.
+                return problem_response(
+                    411,
+                    code="length-required",
+                    title="Content-Length required",
+                    detail="This server cannot read chunked bodies; send a Content-Length.",
+                    instance=request.path,
+                )
+            stream = request.META["wsgi.input"]
+        else:
+            if not length:
+                return None
             try:
                 declared = int(length)
             except ValueError:
+                declared = -1
+            if declared < 0:
                 return problem_response(
                     400, code="bad-content-length", title="Bad Content-Length", detail=length, instance=request.path
                 )
-            return problem_response(413, **too_large) if declared > limit else None
-        if not chunked:
-            return None
-        if not request.META.get("wsgi.input_terminated"):
-            # Without a server that de-chunks and ends the stream, the body cannot be read safely.
-            return problem_response(
-                411,
-                code="length-required",
-                title="Content-Length required",
-                detail="This server cannot read chunked bodies; send a Content-Length.",
-                instance=request.path,
-            )
-        data = request.META["wsgi.input"].read(limit + 1)
+            if declared > limit:
+                return problem_response(413, **too_large)
+            if declared == 0:
+                return None
+            stream = request  # Django's LimitedStream: never past Content-Length
+        data = _read_at_most(stream, limit + 1)
         if len(data) > limit:
             return problem_response(413, **too_large)
         # Hand the bytes on as an ordinary, sized body (DRF reads CONTENT_LENGTH to decide there is one).
         request.META["CONTENT_LENGTH"] = str(len(data))
+        request._body = data
         request._stream = io.BytesIO(data)
         request._read_started = False
         return None
+
+
+def _read_at_most(stream: Any, size: int, chunk: int = 64 * 1024) -> bytes:
+    """Up to ``size`` bytes, read in chunks so a short read (a slow client) does not end the body early."""
+    buffer = bytearray()
+    while len(buffer) < size:
+        piece = stream.read(min(chunk, size - len(buffer)))
+        if not piece:
+            break
+        buffer += piece
+    return bytes(buffer)
 
 
 def api_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
