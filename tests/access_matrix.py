@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from governance.models import AuditEvent
+from governance.models import AuditEvent, DenialWindow
 from rollout.roles import LEAD_ROLES, Role
 
 from .matrix_world import World
@@ -35,6 +35,7 @@ WRITES = "+"  # suffix: the request writes (some row count changes); without it,
 # Row counts that a refused request may change, and why.
 NOT_COUNTED = {
     AuditEvent: "the audit ledger records every denial (that is the point)",
+    DenialWindow: "the ledger's count of repeated denials per source, reason and window",
     Session: "force_login and logins write sessions",
 }
 
@@ -233,8 +234,7 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
     return bodies[name]() if name in bodies else {}
 
 
-def send(cell: Cell, world: World, kwargs: dict[str, Any]):
-    client = client_for(cell.principal, world)
+def send(cell: Cell, client: Client, world: World, kwargs: dict[str, Any]):
     url = reverse(cell.name, kwargs=kwargs)
     if cell.method == "GET":
         response = client.get(url)

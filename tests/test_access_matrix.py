@@ -9,8 +9,8 @@ Values: a status code; ``login``: 302 to ``/login/?next=``; ``alogin``: 302 to t
 ``?next=``; a bare ``302`` is a redirect anywhere else (after an action, or a rule's refusal shown as a
 message). A trailing ``+``: the request writes (some row count changes). Every other cell (every refusal,
 every rule refusal, every GET) must leave the row count of every table as it was, except the audit ledger's
-(it records denials) and the sessions'. Each cell runs in a savepoint rolled back after it: all cells of a
-principal share one world, built once.
+and its denial windows' (they record denials) and the sessions' (``access_matrix.NOT_COUNTED``). Each cell
+runs in a savepoint rolled back after it: all cells of a principal share one world, built once.
 
 Adding a URL pattern? ``test_every_url_pattern_is_in_the_matrix`` fails until it has rows here (and its
 kwargs in ``World.kwargs``, a valid body in ``access_matrix.post_body`` when it takes a POST).
@@ -33,6 +33,7 @@ from .access_matrix import (
     PAGE_PRINCIPALS,
     WRITES,
     Cell,
+    client_for,
     counted_tables,
     outcome,
     parse,
@@ -47,7 +48,7 @@ pytestmark = pytest.mark.django_db
 PAGES = """
 # url name                          anon   admin  prod   supp   comp   sre    revw   audit | token
 login                          GET  200    200    200    200    200    200    200    200   | 200
-login                          POST 302    302    302    302    302    302    302    302   | 302
+login                          POST 302+   302+   302+   302+   302+   302+   302+   302+   | 302+
 
 logout                         GET  login  405    405    405    405    405    405    405   | login
 logout                         POST login  302    302    302    302    302    302    302   | login
@@ -239,8 +240,9 @@ def world(users):
 
 def check(cell: Cell, world, kwargs: dict, tables: list[str]) -> None:
     with transaction.atomic():
+        client = client_for(cell.principal, world)  # logging in writes (a session, axes' access log)
         before = row_counts(tables)
-        response = send(cell, world, kwargs)
+        response = send(cell, client, world, kwargs)
         got = outcome(response)
         after = row_counts(tables)
         transaction.set_rollback(True)  # every cell starts from the same world
