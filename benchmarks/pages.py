@@ -49,15 +49,16 @@ def token_headers() -> dict[str, str]:
 
 
 def runs_pages() -> list[str]:
-    """The runs list's first, middle and last page, as a user reaches them."""
-    from django.conf import settings
+    """The runs list's newest page, a page in the middle (its "Older" cursor) and the oldest page."""
+    from urllib.parse import quote
 
     from evaluations.models import EvaluationRun
+    from rollout.pagination import encode_time_id
 
-    n = EvaluationRun.objects.filter(rollout__slug=SLUG).count()
-    last = max(1, -(-n // settings.PAGE_SIZE))
+    runs = EvaluationRun.objects.filter(rollout__slug=SLUG).order_by("-finished_at", "-id")
+    middle = runs.values_list("finished_at", "id")[runs.count() // 2]  # once, to find the cursor (the bench's OFFSET)
     base = f"/rollouts/{SLUG}/runs/"
-    return [base, f"{base}?page={max(1, last // 2)}", f"{base}?page={last}"]
+    return [base, f"{base}?after={quote(encode_time_id(middle))}", f"{base}?before="]
 
 
 def run(args) -> dict:

@@ -24,6 +24,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
+from evaluations import summaries
 from evaluations.models import METRIC_KEYS, EvaluationRun, RunOutput
 from evaluations.services import _canonical_hash, _run_content
 from rollout.demo import MAIN_SLUG, SECOND_SLUG
@@ -93,6 +94,7 @@ def seed_bench(
     stamp = time.time_ns()
     result.runs = _timed(result, "runs", lambda: _runs(rng, runs, outputs, stamp, now - span, now))
     result.outputs = _timed(result, "outputs", lambda: _outputs(stamp))
+    _timed(result, "summaries", summaries.rebuild)
     _timed(result, "analyze", _analyze)
     return result
 
