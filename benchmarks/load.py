@@ -48,6 +48,7 @@ def gunicorn(database_url: str, *, workers: int = 2) -> Iterator[int]:
         "--log-level=warning",
     ]
     process = subprocess.Popen(cmd, cwd=ROOT, env=env)  # noqa: S603 - our own binary and arguments
+    _masters.append(process.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -68,6 +69,14 @@ def gunicorn(database_url: str, *, workers: int = 2) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+_masters: list[int] = []
+
+
+def last_master_pid() -> int:
+    """The pid of the gunicorn master started last (to read its workers' memory)."""
+    return _masters[-1]
 
 
 def request(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, float, int]:
