@@ -76,11 +76,11 @@ class ProblemSerializer(serializers.Serializer):
 
 def problem_responses(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
     text = {
-        400: "Malformed JSON",
+        400: "Malformed JSON, JSON nested too deeply, or a query parameter that cannot be read",
         401: "Missing, unknown, expired or revoked token",
         403: "The token lacks the scope",
-        404: "Not found",
-        409: "A run_id (or interval) already ingested with different content",
+        404: "Not found (for an ingest: a rollout the body names does not exist; `errors` points at it)",
+        409: "A run_id (or interval) already ingested with different content, or a phase that has not started",
         411: "Chunked body on a server that cannot read it",
         413: "Body over the limit (also chunked bodies)",
         415: "Not JSON",
@@ -108,7 +108,7 @@ class EvaluationRunIngestView(ApiView):
         description="All or nothing. Idempotent on run_id: the same run again is a duplicate; the same run_id with "
         "different content is a 409 and nothing of the request is stored.",
         request=EvaluationRunBatchSerializer,
-        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 409, 411, 413, 415, 422)},
+        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 404, 409, 411, 413, 415, 422)},
     )
     def post(self, request: Request) -> Response:
         result = services.ingest_runs(payload=request.data, actor=current_actor())
@@ -123,7 +123,7 @@ class MonitoringSampleIngestView(ApiView):
         summary="Ingest monitoring intervals (1 to 1,000 per request)",
         description="All or nothing; idempotent on (rollout, phase, interval_start).",
         request=MonitoringSampleBatchSerializer,
-        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 409, 411, 413, 415, 422)},
+        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 404, 409, 411, 413, 415, 422)},
     )
     def post(self, request: Request) -> Response:
         result = services.ingest_samples(payload=request.data, actor=current_actor())
@@ -163,7 +163,7 @@ class RolloutListView(ListAPIView, ApiView):
 
     @extend_schema(
         operation_id="rollouts_list",
-        responses={200: RolloutSummarySerializer(many=True), **problem_responses(401, 403)},
+        responses={200: RolloutSummarySerializer(many=True), **problem_responses(400, 401, 403, 404)},
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

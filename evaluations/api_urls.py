@@ -28,7 +28,7 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(**docs_options), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(template_name="api/redoc.html", **docs_options), name="redoc"),
     path("evaluation-runs/", api.EvaluationRunIngestView.as_view(), name="evaluation-runs"),
-    path("evaluation-runs/<str:run_id>/", api.EvaluationRunDetailView.as_view(), name="evaluation-run"),
+    path("evaluation-runs/<ident:run_id>/", api.EvaluationRunDetailView.as_view(), name="evaluation-run"),
     path("monitoring-samples/", api.MonitoringSampleIngestView.as_view(), name="monitoring-samples"),
     path("rollouts/", api.RolloutListView.as_view(), name="rollouts"),
     path("rollouts/<slug:slug>/flags/", api.RolloutFlagsView.as_view(), name="rollout-flags"),

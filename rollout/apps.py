@@ -6,4 +6,6 @@ class RolloutConfig(AppConfig):
     verbose_name = "Rollouts"
 
     def ready(self) -> None:
-        from . import notifications  # noqa: F401 - connects the rollback notifications
+        from . import converters, notifications  # noqa: F401 - notifications connects the rollback notifications
+
+        converters.register()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,3 +64,11 @@ def set_request_id(request_id: str) -> None:
 
 def user_actor(user) -> Actor:
     return Actor(kind="user", name=user.get_username(), user_id=user.pk)
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds ``request_id`` to every log record, so an error logged while serving a request names it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _request_id.get() or "-"
+        return True
