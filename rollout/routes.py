@@ -13,21 +13,28 @@ from collections.abc import Iterator
 from django.urls import URLPattern, URLResolver, get_resolver
 
 
-def routes(resolver: URLResolver | None = None, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
-    """Every URL pattern with its full route (``rollouts/<slug:slug>/runs/``), includes flattened."""
+def routes(
+    resolver: URLResolver | None = None, prefix: str = "", namespace: str = ""
+) -> Iterator[tuple[str, str, URLPattern]]:
+    """Every URL pattern as (full route, namespaced name or "", pattern), includes flattened.
+
+    ``("rollouts/<slug:slug>/runs/", "evaluations:runs", <URLPattern>)``.
+    """
     resolver = resolver or get_resolver()
     for entry in resolver.url_patterns:
         route = prefix + str(entry.pattern)
         if isinstance(entry, URLResolver):
-            yield from routes(entry, route)
+            inner = ":".join(filter(None, [namespace, entry.namespace or ""]))
+            yield from routes(entry, route, inner)
         else:
-            yield route, entry
+            name = ":".join(filter(None, [namespace, entry.name])) if entry.name else ""
+            yield route, name, entry
 
 
 def reserved_segments(prefix: str) -> frozenset[str]:
     """The literal segments that follow ``prefix`` in some route (``"rollouts/"`` -> ``{"new"}``)."""
     found = set()
-    for route, _pattern in routes():
+    for route, _name, _pattern in routes():
         if route.startswith(prefix):
             segment = route[len(prefix) :].split("/", 1)[0]
             if segment and "<" not in segment and not segment.startswith("^"):
