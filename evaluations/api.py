@@ -89,6 +89,13 @@ def problem_responses(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
     return {(s, "application/problem+json"): OpenApiResponse(ProblemSerializer, description=text[s]) for s in statuses}
 
 
+# What rollout.inputs enforces on every body, in words (JSON Schema cannot say it of free-form outputs).
+INPUT_RULES = (
+    "No string or key holds a NUL character or a lone surrogate; JSON nests at most 64 levels; times lie between "
+    "0001-01-02 and 9999-12-30 UTC; integers fit 32 bits."
+)
+
+
 class IngestResultSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     duplicates = serializers.IntegerField()
@@ -106,7 +113,9 @@ class EvaluationRunIngestView(ApiView):
         operation_id="evaluation_runs_ingest",
         summary="Ingest harness runs (1 to 500 per request)",
         description="All or nothing. Idempotent on run_id: the same run again is a duplicate; the same run_id with "
-        "different content is a 409 and nothing of the request is stored.",
+        "different content is a 409 and nothing of the request is stored. " + INPUT_RULES + " finished_at is not "
+        "before started_at nor in the future; guardrail_compensations is at most conversations; conversation_id is "
+        "unique within a run. An unknown rollout is a 404, a phase not started a 409.",
         request=EvaluationRunBatchSerializer,
         responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 404, 409, 411, 413, 415, 422)},
     )
@@ -121,7 +130,8 @@ class MonitoringSampleIngestView(ApiView):
     @extend_schema(
         operation_id="monitoring_samples_ingest",
         summary="Ingest monitoring intervals (1 to 1,000 per request)",
-        description="All or nothing; idempotent on (rollout, phase, interval_start).",
+        description="All or nothing; idempotent on (rollout, phase, interval_start). " + INPUT_RULES + " interval_end "
+        "is after interval_start and not in the future. An unknown rollout is a 404, a phase not started a 409.",
         request=MonitoringSampleBatchSerializer,
         responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 404, 409, 411, 413, 415, 422)},
     )
