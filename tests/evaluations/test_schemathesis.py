@@ -24,6 +24,7 @@ from django.utils import timezone
 from evaluations.services import ingest_runs, ingest_samples
 from rollout.roles import Role
 from tests.evaluations.conftest import run
+from tests.evaluations.test_api_ingest import sample
 from tests.factories import advance_to, complete_readiness
 
 MAX_EXAMPLES = 25
@@ -49,20 +50,7 @@ def test_schemathesis_all_checks_find_no_failure(live_server, users, tenants, ro
     advance_to(rollout, "canary", admin)
     ingest_runs(payload={"runs": [run(rollout.slug, run_id="st-known-run")]})
     start = timezone.now() - dt.timedelta(hours=1)
-    ingest_samples(
-        payload={
-            "samples": [
-                {
-                    "rollout": rollout.slug,
-                    "phase": "canary",
-                    "interval_start": start.isoformat(),
-                    "interval_end": (start + dt.timedelta(minutes=5)).isoformat(),
-                    "latency_p95_ms": 1000.0,
-                    "requests": 10,
-                }
-            ]
-        }
-    )
+    ingest_samples(payload={"samples": [sample(rollout.slug, start)]})
     raw = token("ingest", "read")
     config = tmp_path / "schemathesis.toml"
     # No NUL in generated strings: the API refuses them everywhere (422, tests/evaluations/test_api_boundary.py),

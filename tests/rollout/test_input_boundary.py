@@ -50,8 +50,16 @@ def admin_client(client, users):
     return client
 
 
-@pytest.mark.parametrize("path", ["/rollouts/{slug}/runs/a%00b/", "/rollouts/{slug}/phases/can%00ary/"])
-def test_nul_in_a_page_path_is_404(admin_client, rollout, path):
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/rollouts/{slug}/runs/a%00b/",
+        "/rollouts/{slug}/phases/can%00ary/",
+        "/rollouts/{slug}/cohorts/99999999999999999999/",
+        "/rollouts/{slug}/transitions/9223372036854775808/",
+    ],
+)
+def test_nul_or_an_integer_beyond_any_column_in_a_page_path_is_404(admin_client, rollout, path):
     assert admin_client.get(path.format(slug=rollout.slug)).status_code == 404
 
 
