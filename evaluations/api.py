@@ -85,8 +85,11 @@ def problem_responses(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
         413: "Body over the limit (also chunked bodies)",
         415: "Not JSON",
         422: "Validation failed; `errors` points at each bad field",
+        429: "Over the token's or the client address's rate; `Retry-After` says when to retry",
     }
-    return {(s, "application/problem+json"): OpenApiResponse(ProblemSerializer, description=text[s]) for s in statuses}
+    # Any operation can meet the input boundary (a NUL in a query parameter) and the throttles.
+    every = sorted({*statuses, 400, 429})
+    return {(s, "application/problem+json"): OpenApiResponse(ProblemSerializer, description=text[s]) for s in every}
 
 
 # What rollout.inputs enforces on every body, in words (JSON Schema cannot say it of free-form outputs).
