@@ -89,6 +89,7 @@ def test_schemathesis_all_checks_find_no_failure(live_server, users, tenants, ro
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,  # its cache (.schemathesis/) stays out of the checkout
         timeout=600,
         check=False,
     )
