@@ -6,4 +6,4 @@ class RolloutConfig(AppConfig):
     verbose_name = "Rollouts"
 
     def ready(self) -> None:
-        from . import notifications  # noqa: F401 - connects the rollback notifications
+        from . import middleware, notifications  # noqa: F401 - connect the rollback notifications, login time
