@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +21,16 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from rollout.errors import DomainError
+from rollout.signals import access_denied
 
 from .schemas import error_pointers
+from .throttling import address_refusal_wait
 
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Answers that refuse the caller: each is a denied action in the audit ledger (aggregated per window).
+DENIED_STATUSES = frozenset({401, 403, 429})
 API_PREFIX = "/api/"
 
 # DRF's exception classes, as the problem codes and titles the API promises.
@@ -74,6 +79,11 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     request = context.get("request")
     instance = request.path if request is not None else ""
     headers: dict[str, str] = {}
+    if request is not None and isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
+        # A client without a valid token spends its address's budget; past it, 429 rather than 401.
+        wait = address_refusal_wait(request, context.get("view"))
+        if wait is not None:
+            exc = drf.Throttled(wait, detail=f"Too many requests without a valid token; retry in {math.ceil(wait)} s.")
     if isinstance(exc, DomainError):
         body = problem(
             exc.status, code=exc.code, title=exc.title, detail=exc.message, instance=instance, errors=_field_errors(exc)
@@ -104,10 +114,20 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
         body = problem(status, code=code, title=title, detail=detail, instance=instance, errors=errors)
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait))
+        if isinstance(exc, drf.Throttled):
+            # Whole seconds, rounded up: a client that waits this long is let through.
+            headers["Retry-After"] = str(max(1, math.ceil(exc.wait or 1)))
     else:
         return None
+    if request is not None and body["status"] in DENIED_STATUSES and not isinstance(exc, DomainError):
+        # Refusals raised by services are collected by the audit middleware; these are the API's own.
+        access_denied.send(
+            sender=None,
+            request=getattr(request, "_request", request),
+            reason="api",
+            status=body["status"],
+            code=body["code"],
+        )
     return Response(body, status=body["status"], headers=headers, content_type=PROBLEM_CONTENT_TYPE)
 
 

@@ -52,6 +52,8 @@ def _production_env(**extra: str) -> dict[str, str]:
         CELERY_BROKER_URL=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
         REDIS_URL=os.environ.get("REDIS_URL", ""),
         PYTHONUNBUFFERED="1",
+        # Its own API throttle budgets in the shared Redis (token ids repeat across fresh databases).
+        API_THROTTLE_KEY_PREFIX=f"rgd-production-test-{uuid.uuid4().hex}",
     )
     env.update(extra)
     return env
