@@ -61,7 +61,20 @@ class UTCDateTimeField(forms.Field):
             raise forms.ValidationError(str(exc), code="invalid") from exc
 
 
+class VersionField(forms.CharField):
+    """The version a decision form showed (plan hash or request state), sent back so a stale one is refused."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("widget", forms.HiddenInput)
+        kwargs.setdefault(
+            "error_messages", {"required": "The form did not say which version it showed; reload the page."}
+        )
+        super().__init__(**kwargs)
+
+
 class DecisionForm(forms.Form):
+    version = VersionField()
     role = forms.ChoiceField(choices=LeadRole.choices)
     decision = forms.ChoiceField(choices=Decision.choices)
     comment = forms.CharField(max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 3}))
@@ -76,6 +89,7 @@ class TransitionRequestForm(forms.Form):
 
 
 class ApplyForm(forms.Form):
+    version = VersionField()
     note = forms.CharField(
         max_length=2000,
         required=False,

@@ -26,6 +26,7 @@ from rollout.roles import has_role
 
 from . import jobs, ledger, records, reports, reviews, selectors, services
 from . import retention as retention_services
+from .errors import StaleVersion
 from .forms import (
     ApplyForm,
     ApproversForm,
@@ -151,30 +152,36 @@ def transition_apply(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     form = ApplyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.transition_apply(request=transition, actor=request.user, reason=form.cleaned_data["note"])
+            services.transition_apply(
+                request=transition,
+                actor=request.user,
+                reason=form.cleaned_data["note"],
+                version=form.cleaned_data["version"],
+            )
+        except StaleVersion as exc:
+            messages.error(request, exc.message)
+            return redirect("governance:transition_apply", slug=slug, pk=pk)
         except DomainError as exc:
             messages.error(request, exc.message)
             return redirect(transition)
         messages.success(request, f"Applied: {transition.rollout.name} moved into {transition.get_target_display()}.")
         return redirect(transition.rollout)
+    # The gates and approvals as they are now; the service checks them again under the lock.
+    view = selectors.transition_detail(slug, pk)
+    if request.method == "POST":  # the form did not validate
+        messages.error(request, _first_error(form))
+    form = ApplyForm(initial={"version": view.version, "note": request.POST.get("note", "")})
+    blocked = [g for g in view.gates if not g.passed]
     return render(
         request,
-        "rollout/confirm.html",
+        "governance/apply_confirm.html",
         {
-            "rollout": transition.rollout,
+            "rollout": view.request.rollout,
+            "t": view,
             "form": form,
-            "title": f"Apply request #{transition.pk}: into {transition.get_target_display()}?",
-            "explanation": (
-                "Every approval and automated gate is checked again now. The rollout then moves into "
-                f"{transition.get_target_display()} at once: flag exposure follows the new phase's cohorts"
-                + (
-                    " and guardrail compensations switch to enforce."
-                    if transition.target == "general_availability"
-                    else "."
-                )
-            ),
-            "submit": "Apply now",
-            "danger": True,
+            "blocked": blocked,
+            "can_apply": view.request.status == "approved" and not blocked,
+            "enforce": view.request.target == "general_availability",
         },
     )
 
