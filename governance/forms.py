@@ -8,7 +8,7 @@ from django import forms
 from django.utils.dateparse import parse_date, parse_datetime
 
 from rollout.models import Rollout
-from rollout.roles import Role
+from rollout.roles import Role, user_roles
 
 from .ledger import KNOWN_ACTIONS
 from .models import Decision, LeadRole, LegalHold, ProcessingRecord, ReviewKind, TransitionTarget
@@ -287,6 +287,10 @@ class ReviewReassignForm(forms.Form):
     role = forms.ChoiceField(choices=[])
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["role"].choices = [(r.value, r.label) for r in Role if r.value in ASSIGNABLE_ROLES]
+        # Roles the reassigning user holds are not offered (segregation of duties); the service refuses them too.
+        held = user_roles(user) if user is not None else frozenset()
+        self.fields["role"].choices = [
+            (r.value, r.label) for r in Role if r.value in ASSIGNABLE_ROLES and r.value not in held
+        ]

@@ -516,7 +516,8 @@ def reviews_list(request: HttpRequest) -> HttpResponse:
 @permission_required("governance.view_scheduledreview", raise_exception=True)
 def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     review = selectors.review_detail(pk)
-    can_complete = review.status == "open" and has_role(request.user, review.assigned_role)
+    reassigner = review.reassigned_by_id is not None and review.reassigned_by_id == request.user.pk
+    can_complete = review.status == "open" and has_role(request.user, review.assigned_role) and not reassigner
     complete_form = ReviewCompleteForm(request.POST or None, kind=review.kind) if can_complete else None
     if request.method == "POST":
         if complete_form is None:
@@ -538,7 +539,10 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "spec": reviews.REVIEW_SPECS[review.kind],
             "role_label": reviews.ROLE_LABELS.get(review.assigned_role, review.assigned_role),
             "form": complete_form,
-            "reassign_form": ReviewReassignForm(initial={"role": review.assigned_role}) if can_reassign else None,
+            "reassign_form": ReviewReassignForm(initial={"role": review.assigned_role}, user=request.user)
+            if can_reassign
+            else None,
+            "reassigner": reassigner,
             "overdue": review.status == "open" and review.due_at <= timezone.now(),
         },
         status=400 if complete_form is not None and complete_form.errors else 200,
@@ -549,7 +553,7 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required("governance.reassign_scheduledreview", raise_exception=True)
 def review_reassign(request: HttpRequest, pk: int) -> HttpResponse:
     review = selectors.review_detail(pk)
-    form = ReviewReassignForm(request.POST)
+    form = ReviewReassignForm(request.POST, user=request.user)
     if not form.is_valid():
         messages.error(request, _first_error(form))
     else:
