@@ -380,7 +380,8 @@ class VerifyResult:
 
     def summary(self) -> str:
         if not self.ok:
-            return f"Audit ledger BROKEN at sequence {self.broken_at}: {self.problem}"
+            where = f" at sequence {self.broken_at}" if self.broken_at is not None else ""
+            return f"Audit ledger BROKEN{where}: {self.problem}"
         if not self.entries:
             return "Audit ledger intact: 0 entries."
         text = (
@@ -475,10 +476,19 @@ def _records(queryset: QuerySet[AuditEvent], chunk_size: int) -> Iterator[dict[s
         yield record
 
 
-def export_chunks(queryset: QuerySet[AuditEvent], fmt: str, *, chunk_size: int = 2000) -> Iterator[str]:
-    """The export as text chunks: a server-side cursor feeds batches, so memory stays flat."""
+def export_chunks(
+    queryset: QuerySet[AuditEvent], fmt: str, *, chunk_size: int = 2000, manifest: Mapping[str, Any] | None = None
+) -> Iterator[str]:
+    """The export as text chunks: a server-side cursor feeds batches, so memory stays flat.
+
+    ``manifest`` (``governance.manifest``) is written as the first line: what the export covers.
+    """
     if fmt not in ("csv", "jsonl"):
         raise ValueError(f"Unknown export format {fmt!r}")
+    if manifest is not None:
+        from .manifest import header
+
+        yield header(manifest, fmt)
     records = _records(queryset, chunk_size)
     if fmt == "csv":
         buffer = io.StringIO()
@@ -507,10 +517,16 @@ def _record_from_csv(row: Mapping[str, str]) -> dict[str, Any]:
 
 
 def file_records(path: Path | str) -> Iterator[dict[str, Any]]:
-    """Entries of an exported file (JSON Lines, or CSV when the name ends in .csv)."""
+    """Entries of an exported file (JSON Lines, or CSV when the name ends in .csv), after its manifest line."""
+    from .manifest import parse_line
+
     path = Path(path)
+    is_csv = path.suffix.lower() == ".csv"
     with path.open(encoding="utf-8", newline="") as handle:
-        if path.suffix.lower() == ".csv":
+        first = handle.readline()
+        if parse_line(first, csv_file=is_csv) is None:  # no manifest: the first line is data (or the CSV header)
+            handle.seek(0)
+        if is_csv:
             for row in csv.DictReader(handle):
                 yield _record_from_csv(row)
         else:

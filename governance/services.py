@@ -23,7 +23,7 @@ from rollout.models import Rollout
 from rollout.roles import has_role, require_perm
 from rollout.services import active_phase, next_target, rollout_advance
 
-from . import ledger
+from . import ledger, manifest
 from .errors import (
     AlreadyApplied,
     CommentRequired,
@@ -404,8 +404,8 @@ def audit_export(
     """Record an export in the ledger and return exactly the entries it covers.
 
     The export holds the ledger lock while it counts, so the entry states the
-    rows and the last sequence it covers; entries appended afterwards (this one
-    included) are not part of it.
+    rows and the last sequence it covers, and the manifest (``manifest.of_export``)
+    the file carries; entries appended afterwards (this one included) are not part of it.
     """
     if fmt not in EXPORT_FORMATS:
         raise InvalidAuditFilter(f"Unknown export format {fmt!r}: csv or jsonl.", field="format")
@@ -413,13 +413,20 @@ def audit_export(
     ledger.lock_ledger()
     through = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
     queryset = audit_events(filters).filter(sequence__lte=through)
-    rows = queryset.count()
+    rollout_id = filters.rollout.pk if filters.rollout else None
+    covers = manifest.build(queryset, filters=filters.as_dict(), rollout_id=rollout_id, through=through, fmt=fmt)
     event = ledger.append(
         action="audit.export",
         object_type="governance.auditevent",
         object_repr=f"Audit ledger export ({fmt})",
-        rollout_id=filters.rollout.pk if filters.rollout else None,
-        after={**filters.as_dict(), "format": fmt, "rows": rows, "through_sequence": through},
+        rollout_id=rollout_id,
+        after={
+            **filters.as_dict(),
+            "format": fmt,
+            "rows": covers["rows"],
+            "through_sequence": through,
+            "manifest": covers,
+        },
         reason=reason.strip() or "Audit ledger export",
         actor=user_actor(actor) if actor is not None else None,
     )

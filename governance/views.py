@@ -24,7 +24,7 @@ from rollout.forms import ReasonForm
 from rollout.models import Rollout
 from rollout.roles import has_role
 
-from . import jobs, ledger, records, reports, reviews, selectors, services
+from . import jobs, ledger, manifest, records, reports, reviews, selectors, services
 from . import retention as retention_services
 from .errors import StaleVersion
 from .forms import (
@@ -286,7 +286,9 @@ def audit_export(request: HttpRequest) -> HttpResponse:
         form.add_error(None, exc.message)
         return _audit_page(request, form)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    response = StreamingHttpResponse(ledger.export_chunks(queryset, fmt), content_type=EXPORT_TYPES[fmt])
+    response = StreamingHttpResponse(
+        ledger.export_chunks(queryset, fmt, manifest=manifest.of_export(event)), content_type=EXPORT_TYPES[fmt]
+    )
     response["Content-Disposition"] = f'attachment; filename="audit-ledger-{stamp}-export{event.sequence}.{fmt}"'
     response["X-Audit-Export-Entry"] = str(event.sequence)
     return response
