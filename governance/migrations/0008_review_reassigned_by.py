@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("governance", "0006_runoutput_delete_guard"),
+        ("governance", "0007_denial_window"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
