@@ -153,10 +153,9 @@ def run(args) -> dict:
                 unit="s",
                 target="<= 2.0x; worker memory growth < 64 MB; first row < 300 ms",
                 reference_what="psql \\copy of the same SELECT",
-                check=lambda _f, _r, ratio: ratio is not None
-                and ratio <= 2.0
-                and max(growth) < 64
-                and max(firsts) < 300,
+                check=lambda _f, _r, ratio: (
+                    ratio is not None and ratio <= 2.0 and max(growth) < 64 and max(firsts) < 300
+                ),
             )
         )
         figures["csv_first_row_ms"] = [round(f, 1) for f in firsts]
