@@ -36,6 +36,3 @@ def test_csv_export_equals_csv_row_over_the_records():
     writer.writerows(ledger.csv_row(r) for r in ledger._records(queryset, 100))
     got = "".join(ledger.export_chunks(queryset, "csv", chunk_size=7))
     assert got == expected.getvalue()
-    # And it still verifies offline.
-    rows = [ledger._record_from_csv(r) for r in csv.DictReader(io.StringIO(got, newline=""))]
-    assert ledger.verify(rows).ok
