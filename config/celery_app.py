@@ -1,9 +1,87 @@
+import contextlib
+import hashlib
+import logging
 import os
 
 from celery import Celery
+from celery.beat import PersistentScheduler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("rollout_dashboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+log = logging.getLogger(__name__)
+
+# Seconds a beat that does not hold the lock waits before trying again.
+FOLLOWER_POLL_SECONDS = 5.0
+BEAT_LOCK_KEY = int.from_bytes(hashlib.sha256(b"rgd:celery-beat").digest()[:8], "big", signed=True)
+
+
+class LeaderScheduler(PersistentScheduler):
+    """Beat's scheduler, sending only while this process holds a PostgreSQL session advisory lock.
+
+    Two beats started by mistake (or a second one for failover) never send a
+    job twice per period: the second waits, and takes over when the first dies
+    (the server drops the lock with its connection). The lock lives on a
+    connection of its own, checked before every tick, so a terminated
+    connection demotes the beat before it sends anything. On SQLite (``make
+    run``) there is one beat and no lock.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._lock_conn = None
+        super().__init__(*args, **kwargs)
+
+    def _holds_lock(self) -> bool:
+        from django.conf import settings
+
+        if not settings.USING_POSTGRES:
+            return True
+        import psycopg
+
+        if self._lock_conn is not None:
+            try:
+                self._lock_conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                log.warning("beat: lost the connection holding the beat lock; standing by")
+                self._drop_lock_conn()
+        db = settings.DATABASES["default"]
+        try:
+            conn = psycopg.connect(
+                dbname=db["NAME"],
+                user=db.get("USER") or None,
+                password=db.get("PASSWORD") or None,
+                host=db.get("HOST") or None,
+                port=db.get("PORT") or None,
+                autocommit=True,
+                connect_timeout=5,
+                application_name="celery-beat-lock",
+            )
+            acquired = conn.execute("SELECT pg_try_advisory_lock(%s)", [BEAT_LOCK_KEY]).fetchone()[0]
+        except psycopg.Error as exc:
+            log.warning("beat: cannot reach PostgreSQL for the beat lock: %s", exc)
+            return False
+        if not acquired:
+            conn.close()
+            return False
+        log.info("beat: holds the beat lock; sending the schedule")
+        self._lock_conn = conn
+        return True
+
+    def _drop_lock_conn(self) -> None:
+        with contextlib.suppress(Exception):  # already broken
+            self._lock_conn.close()
+        self._lock_conn = None
+
+    def tick(self, *args, **kwargs):
+        if not self._holds_lock():
+            return FOLLOWER_POLL_SECONDS
+        return super().tick(*args, **kwargs)
+
+    def close(self):
+        super().close()
+        if self._lock_conn is not None:
+            self._drop_lock_conn()

@@ -21,3 +21,4 @@ urlpatterns = [
 
 handler403 = "rollout.views.permission_denied"
 handler404 = "rollout.views.page_not_found"
+handler500 = "evaluations.problems.server_error"

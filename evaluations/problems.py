@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -134,6 +138,8 @@ class ApiProblemMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not request.path.startswith(API_PREFIX):
             return None
+        if database_unavailable(exception):
+            return unavailable_response(request, exception)
         log.exception("API error on %s %s", request.method, request.path)
         return problem_response(
             500,
@@ -180,6 +186,46 @@ class ApiProblemMiddleware:
         request._stream = io.BytesIO(data)
         request._read_started = False
         return None
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """The database could not be reached or dropped the connection (not a bad query, not a constraint)."""
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def unavailable_response(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """503 with Retry-After: the API as problem+json, pages as a plain page that needs no database."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+    retry_after = str(settings.DATABASE_RETRY_AFTER_SECONDS)
+    if request.path.startswith(API_PREFIX):
+        response = problem_response(
+            503,
+            code="database-unavailable",
+            title="The database is unavailable",
+            detail="The database could not be reached; retry after the delay in Retry-After. A retried ingest is "
+            "counted as a duplicate if the first attempt was stored.",
+            instance=request.path,
+        )
+    else:
+        response = HttpResponse(render_to_string("503.html"), status=503)
+    response["Retry-After"] = retry_after
+    return response
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: a lost database connection is a 503 (also when a middleware hit it), the rest a 500."""
+    exc = sys.exc_info()[1]
+    if database_unavailable(exc):
+        return unavailable_response(request, exc)
+    if request.path.startswith(API_PREFIX):
+        return problem_response(
+            500,
+            code="server-error",
+            title="Internal error",
+            detail="Something went wrong on our side; nothing was stored. The error is logged.",
+            instance=request.path,
+        )
+    return defaults.server_error(request)
 
 
 def api_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
