@@ -2,6 +2,7 @@ import contextlib
 import hashlib
 import logging
 import os
+from pathlib import Path
 
 from celery import Celery
 from celery.beat import PersistentScheduler
@@ -45,12 +46,26 @@ def _guard_restore_unacked() -> None:
 
 _guard_restore_unacked()
 
+
+class Scheduler(PersistentScheduler):
+    """Celery's file-backed beat scheduler that creates the schedule file's folder first.
+
+    A fresh deployment has no ``var/`` (only the Makefile creates it); the stock
+    scheduler then dies on ``FileNotFoundError`` and no job ever runs. Used by
+    ``celery beat`` and ``celery worker -B`` alike (``CELERY_BEAT_SCHEDULER``).
+    """
+
+    def setup_schedule(self) -> None:
+        Path(self.schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+        super().setup_schedule()
+
+
 # Seconds a beat that does not hold the lock waits before trying again.
 FOLLOWER_POLL_SECONDS = 5.0
 BEAT_LOCK_KEY = int.from_bytes(hashlib.sha256(b"rgd:celery-beat").digest()[:8], "big", signed=True)
 
 
-class LeaderScheduler(PersistentScheduler):
+class LeaderScheduler(Scheduler):
     """Beat's scheduler, sending only while this process holds a PostgreSQL session advisory lock.
 
     Two beats started by mistake (or a second one for failover) never send a

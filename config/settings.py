@@ -6,6 +6,7 @@ selects production behaviour: it refuses to start without ``SECRET_KEY`` and
 ``ALLOWED_HOSTS`` and turns on the settings ``manage.py check --deploy`` asks for.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import environ
@@ -48,6 +49,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "simple_history",
+    "axes",
     "rollout",
     "evaluations",
     "governance",
@@ -67,6 +69,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a locked-out login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -140,7 +144,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# axes first: a locked-out username or address is refused before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "governance.lockout.RequestLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
+
+# --- Brute force: django-axes on /login/ and /admin/login/ (both go through authenticate()) ---------
+# A username, or a client address, is locked out after AXES_FAILURE_LIMIT failed logins (counted
+# separately: spraying many names from one address locks the address, guessing one name from many
+# addresses locks the name) until AXES_COOLOFF_MINUTES after the last failure. Attempts during the
+# cool-off do not extend it. Each lockout is a ledger entry (governance.receivers).
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "governance.lockout.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# The client address is REMOTE_ADDR; a header the client sets must not choose it.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+AXES_VERBOSE = False
 LOGIN_REDIRECT_URL = "rollout:home"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -186,6 +211,9 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="rollout-dashboard@lo
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery" / "queue"
+    # The embedded broker's folders must exist before a worker or beat polls them (a fresh clone has no var/).
+    for _folder in (_queue_dir, VAR_DIR / "celery" / "processed"):
+        _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
@@ -193,8 +221,6 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    # Time limits of every task stay below this, so a slow task is never redelivered
-    # while it still runs (see CELERY_TASK_TIME_LIMIT).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # A message taken by a worker that died (kill -9 of its main process) goes back to the queue this
         # many seconds after it was taken. A task still running then is delivered a second time: every task is
@@ -229,8 +255,6 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 # redelivered).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
-# Only one beat sends: the others wait on a PostgreSQL advisory lock (config/celery_app.py).
-CELERY_BEAT_SCHEDULER = "config.celery_app:LeaderScheduler"
 # The transactional outbox's relay (rollout/outbox.py): the lag of a task published while the broker was down.
 OUTBOX_RELAY_SECONDS = env.int("OUTBOX_RELAY_SECONDS", default=30)
 OUTBOX_RELAY_BATCH = env.int("OUTBOX_RELAY_BATCH", default=500)
@@ -249,6 +273,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "governance.tasks.daily_delta_reports",
         "schedule": crontab(minute=30, hour=0),
     },
+    # Closes denial windows that no later denial closed: one summary entry per window with repeats.
+    "governance-summarise-denials": {"task": "governance.tasks.summarise_denials", "schedule": 60.0},
     "governance-verify-audit-log": {"task": "governance.tasks.verify_audit_log", "schedule": crontab(minute=0, hour=1)},
     "governance-enforce-retention": {
         "task": "governance.tasks.enforce_retention",
@@ -259,7 +285,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": crontab(minute=30, hour=2),
     },
 }
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat's record of when each job last ran (a shelve file). Its folder is created when beat starts
+# (config.celery_app.Scheduler), so a fresh deployment without var/ runs beat as it is.
+CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
+CELERY_BEAT_SCHEDULER = "config.celery_app:Scheduler"
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -273,7 +302,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["evaluations.authentication.HasScope"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "evaluations.problems.problem_exception_handler",
+    # Per token; requests without a valid token are limited per address in the exception handler.
+    "DEFAULT_THROTTLE_CLASSES": ["evaluations.throttling.TokenRateThrottle"],
+    "NUM_PROXIES": 0,
 }
+# Sliding-window rates ("N/s", "N/min", "N/hour", "N/day"; empty: no limit), on the default cache.
+API_THROTTLE_RATE_TOKEN = env.str("API_THROTTLE_RATE_TOKEN", default="1200/min")
+API_THROTTLE_RATE_ADDRESS = env.str("API_THROTTLE_RATE_ADDRESS", default="30/min")
+API_THROTTLE_KEY_PREFIX = env.str("API_THROTTLE_KEY_PREFIX", default="rgd-throttle")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Rollout Governance Dashboard API",
     "DESCRIPTION": "Ingestion and read API for the evaluation harness and the configuration service.",
@@ -323,6 +359,13 @@ RETENTION_BATCH_PAUSE_SECONDS = env.float("RETENTION_BATCH_PAUSE_SECONDS", defau
 # `manage.py flush` fails. Only the test settings allow flush to empty it (the
 # test runner flushes between transactional tests).
 AUDIT_LEDGER_FLUSHABLE = False
+# Denied actions are aggregated per source and reason in windows of this many seconds: the first of a
+# window is an entry, the repeats one summary entry with their count after the window closes.
+AUDIT_DENIAL_WINDOW_SECONDS = env.int("AUDIT_DENIAL_WINDOW_SECONDS", default=300)
+if AUDIT_DENIAL_WINDOW_SECONDS < 1:
+    raise ImproperlyConfigured("AUDIT_DENIAL_WINDOW_SECONDS must be at least 1")
+# A forged or stale form post: the 403 page, recorded in the ledger.
+CSRF_FAILURE_VIEW = "rollout.views.csrf_failure"
 
 # --- Logging -----------------------------------------------------------------
 LOGGING = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -24,12 +25,16 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from rollout.errors import DomainError
+from rollout.signals import access_denied
 
 from .schemas import error_pointers
+from .throttling import address_refusal_wait
 
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Answers that refuse the caller: each is a denied action in the audit ledger (aggregated per window).
+DENIED_STATUSES = frozenset({401, 403, 429})
 API_PREFIX = "/api/"
 
 # DRF's exception classes, as the problem codes and titles the API promises.
@@ -78,6 +83,11 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     request = context.get("request")
     instance = request.path if request is not None else ""
     headers: dict[str, str] = {}
+    if request is not None and isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
+        # A client without a valid token spends its address's budget; past it, 429 rather than 401.
+        wait = address_refusal_wait(request, context.get("view"))
+        if wait is not None:
+            exc = drf.Throttled(wait, detail=f"Too many requests without a valid token; retry in {math.ceil(wait)} s.")
     if isinstance(exc, DomainError):
         body = problem(
             exc.status, code=exc.code, title=exc.title, detail=exc.message, instance=instance, errors=_field_errors(exc)
@@ -108,10 +118,20 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
         body = problem(status, code=code, title=title, detail=detail, instance=instance, errors=errors)
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait))
+        if isinstance(exc, drf.Throttled):
+            # Whole seconds, rounded up: a client that waits this long is let through.
+            headers["Retry-After"] = str(max(1, math.ceil(exc.wait or 1)))
     else:
         return None
+    if request is not None and body["status"] in DENIED_STATUSES and not isinstance(exc, DomainError):
+        # Refusals raised by services are collected by the audit middleware; these are the API's own.
+        access_denied.send(
+            sender=None,
+            request=getattr(request, "_request", request),
+            reason="api",
+            status=body["status"],
+            code=body["code"],
+        )
     return Response(body, status=body["status"], headers=headers, content_type=PROBLEM_CONTENT_TYPE)
 
 
@@ -150,6 +170,11 @@ class ApiProblemMiddleware:
         )
 
     def _limit_body(self, request: HttpRequest) -> HttpResponse | None:
+        """Read the body here, at most ``API_MAX_BODY_BYTES`` + 1 bytes, so that one setting governs the API.
+
+        Django's own ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MiB, for the HTML forms) never sees an API body:
+        the bytes read here become ``request.body``. A worker holds at most the limit per request.
+        """
         limit = settings.API_MAX_BODY_BYTES
         too_large = dict(
             code="body-too-large",
@@ -159,30 +184,39 @@ class ApiProblemMiddleware:
         )
         length = request.META.get("CONTENT_LENGTH") or ""
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if length and not chunked:
+        if chunked:
+            if not request.META.get("wsgi.input_terminated"):
+                # Without a server that de-chunks and ends the stream, the body cannot be read safely.
+                return problem_response(
+                    411,
+                    code="length-required",
+                    title="Content-Length required",
+                    detail="This server cannot read chunked bodies; send a Content-Length.",
+                    instance=request.path,
+                )
+            stream = request.META["wsgi.input"]
+        else:
+            if not length:
+                return None
             try:
                 declared = int(length)
             except ValueError:
+                declared = -1
+            if declared < 0:
                 return problem_response(
                     400, code="bad-content-length", title="Bad Content-Length", detail=length, instance=request.path
                 )
-            return problem_response(413, **too_large) if declared > limit else None
-        if not chunked:
-            return None
-        if not request.META.get("wsgi.input_terminated"):
-            # Without a server that de-chunks and ends the stream, the body cannot be read safely.
-            return problem_response(
-                411,
-                code="length-required",
-                title="Content-Length required",
-                detail="This server cannot read chunked bodies; send a Content-Length.",
-                instance=request.path,
-            )
-        data = request.META["wsgi.input"].read(limit + 1)
+            if declared > limit:
+                return problem_response(413, **too_large)
+            if declared == 0:
+                return None
+            stream = request  # Django's LimitedStream: never past Content-Length
+        data = _read_at_most(stream, limit + 1)
         if len(data) > limit:
             return problem_response(413, **too_large)
         # Hand the bytes on as an ordinary, sized body (DRF reads CONTENT_LENGTH to decide there is one).
         request.META["CONTENT_LENGTH"] = str(len(data))
+        request._body = data
         request._stream = io.BytesIO(data)
         request._read_started = False
         return None
@@ -226,6 +260,17 @@ def server_error(request: HttpRequest) -> HttpResponse:
             instance=request.path,
         )
     return defaults.server_error(request)
+
+
+def _read_at_most(stream: Any, size: int, chunk: int = 64 * 1024) -> bytes:
+    """Up to ``size`` bytes, read in chunks so a short read (a slow client) does not end the body early."""
+    buffer = bytearray()
+    while len(buffer) < size:
+        piece = stream.read(min(chunk, size - len(buffer)))
+        if not piece:
+            break
+        buffer += piece
+    return bytes(buffer)
 
 
 def api_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

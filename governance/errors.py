@@ -29,6 +29,7 @@ class OneRolePerPerson(DomainError):
     code = "one-role-per-person"
     status = 409
     title = "One person fills at most one role"
+    refusal = True  # segregation of duties: the person is refused, not the input
 
 
 class RoleNotRequired(DomainError):

@@ -282,6 +282,40 @@ class AuditEvent(models.Model):
         return f"#{self.sequence} {self.action} {self.object_type}:{self.object_id}"
 
 
+class DenialWindow(models.Model):
+    """Denied actions of one source for one reason in one time window (``governance.denials``).
+
+    The window's first denial is a ledger entry; the ones after it only count
+    here, and one summary entry with the count is appended once the window has
+    closed. The ledger is append-only, so this small table is what keeps a burst
+    of refusals from one source from growing it without bound. Rows are deleted
+    once summarised.
+    """
+
+    source = models.CharField(max_length=200)  # "user:<id>", "token:<id>" or "ip:<address>"
+    reason = models.CharField(max_length=80)  # a stable code: "permission-denied", "api:invalid-token", ...
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=1)
+    last_at = models.DateTimeField()
+    action = models.CharField(max_length=60)  # the ledger action of the first entry
+    first_sequence = models.BigIntegerField(null=True, blank=True)  # the first entry, once appended
+    actor_kind = models.CharField(max_length=10)
+    actor_name = models.CharField(max_length=150)
+    actor_user_id = models.BigIntegerField(null=True, blank=True)
+    actor_token_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        default_permissions = ()
+        constraints = [
+            models.UniqueConstraint(fields=["source", "reason", "window_start"], name="denial_window_unique"),
+            models.CheckConstraint(condition=Q(count__gte=1), name="denial_window_count_positive"),
+        ]
+        indexes = [models.Index(fields=["window_start"], name="denial_window_start")]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.reason} x{self.count} from {self.window_start:%Y-%m-%d %H:%M:%S}"
+
+
 # --- Compliance jobs (issue 5) ----------------------------------------------------------------------------------------
 
 

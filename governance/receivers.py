@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from axes.signals import user_locked_out
 from celery.signals import task_postrun, task_prerun
 from django.conf import settings
 from django.contrib.auth.signals import user_login_failed
@@ -16,10 +17,10 @@ from simple_history.signals import post_create_historical_record
 
 from evaluations.signals import runs_ingested, samples_ingested
 from rollout.context import Actor, acting_as
-from rollout.models import Incident, Rollout
+from rollout.models import Incident
 from rollout.signals import access_denied, home_panels, plan_changed, rollout_panels, rollout_rolled_back
 
-from . import jobs, ledger, records, selectors, services
+from . import denials, jobs, ledger, records, selectors, services
 from .models import Job, JobTrigger, TelemetrySource
 
 
@@ -88,29 +89,69 @@ def _ledger_ingest(action: str, model, rollout_id: int, ids: list[int], noun: st
 def ledger_login_failed(sender, credentials, request=None, **kwargs) -> None:
     # Django has already masked the password in ``credentials``; only the name is kept.
     username = str(credentials.get("username", ""))[:150]
-    ledger.append(
-        action="auth.login_failed",
-        object_type="auth.login",
-        object_repr=username,
-        after={"username": username, "ip": request.META.get("REMOTE_ADDR", "") if request else ""},
-        reason="Failed login",
-        actor=Actor(kind="anonymous", name="anonymous"),
+    denials.record(
+        denials.Denial(
+            reason="login-failed",
+            action="auth.login_failed",
+            object_type="auth.login",
+            object_repr=username,
+            after={"username": username, "ip": denials.client_address(request)},
+            reason_text="Failed login",
+        ),
+        request=request,
+        actor=denials.ANONYMOUS,
+    )
+
+
+@receiver(user_locked_out, dispatch_uid="governance.ledger.locked_out")
+def ledger_locked_out(sender, request=None, username=None, ip_address=None, **kwargs) -> None:
+    """axes locked a login out (and says so again on each attempt during the cool-off: those are repeats)."""
+    username = str(username or "")[:150]
+    denials.record(
+        denials.Denial(
+            reason="locked-out",
+            action="auth.locked_out",
+            object_type="auth.login",
+            object_repr=username,
+            after={
+                "username": username,
+                "ip": ip_address or denials.client_address(request),
+                "failure_limit": settings.AXES_FAILURE_LIMIT,
+                "cooloff_seconds": int(settings.AXES_COOLOFF_TIME.total_seconds()),
+            },
+            reason_text="Locked out after repeated failed logins",
+        ),
+        request=request,
+        actor=denials.ANONYMOUS,
     )
 
 
 @receiver(access_denied, dispatch_uid="governance.ledger.access_denied")
-def ledger_access_denied(sender, request, **kwargs) -> None:
+def ledger_access_denied(sender, request, reason="permission-denied", status=403, code="", **kwargs) -> None:
     match = getattr(request, "resolver_match", None)
-    slug = match.kwargs.get("slug") if match else None
-    rollout_id = Rollout.objects.filter(slug=slug).values_list("pk", flat=True).first() if slug else None
-    ledger.append(
-        action="auth.permission_denied",
-        object_type="http.request",
-        object_repr=f"{request.method} {request.path}"[:300],
-        rollout_id=rollout_id,
-        after={"method": request.method, "path": request.path, "view": match.view_name if match else None},
-        reason="Permission denied",
+    after = {"method": request.method, "path": request.path, "view": match.view_name if match else None}
+    if reason == "api":
+        key, action, text = f"api:{code}", "auth.api_denied", _API_DENIALS.get(status, "Permission denied")
+        after |= {"status": status, "code": code}
+    elif reason == "csrf-failed":
+        key, action, text = reason, "auth.csrf_failed", "CSRF check failed"
+    else:
+        key, action, text = "permission-denied", "auth.permission_denied", "Permission denied"
+    denials.record(
+        denials.Denial(
+            reason=key,
+            action=action,
+            object_type="http.request",
+            object_repr=f"{request.method} {request.path}"[:300],
+            rollout_id=denials.rollout_id_of(request),
+            after=after,
+            reason_text=text,
+        ),
+        request=request,
     )
+
+
+_API_DENIALS = {401: "Not authenticated", 403: "Permission denied", 429: "Throttled"}
 
 
 # --- Compliance records: an ingest with a field the inventory does not know queues the records job --------------------

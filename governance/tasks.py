@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from . import denials
 from .jobs import JOBS, run_job
 from .models import Job, JobTrigger
 
@@ -66,3 +67,10 @@ def enforce_retention(
 @shared_task(**_options(Job.UPDATE_COMPLIANCE_RECORDS))
 def update_compliance_records(self, job_run_id: int | None = None) -> str | None:
     return _run(self, Job.UPDATE_COMPLIANCE_RECORDS, job_run_id)
+
+
+@shared_task(name="governance.tasks.summarise_denials", ignore_result=True, soft_time_limit=60, time_limit=90)
+def summarise_denials() -> int:
+    """Summarise the closed denial windows no later denial has closed (``governance.denials``); safe to run twice:
+    each window is locked (SKIP LOCKED), summarised once and deleted."""
+    return denials.summarise_closed()

@@ -26,6 +26,10 @@ SYSTEM = Actor(kind="system", name="system")
 
 _actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("audit_actor", default=None)
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("audit_request_id", default="")
+# Refusals (named errors that refuse the actor) raised while a request is served; see ``collecting_refusals``.
+_refusals: contextvars.ContextVar[list[tuple[Actor | None, Exception]] | None] = contextvars.ContextVar(
+    "audit_refusals", default=None
+)
 
 
 def current_actor() -> Actor | None:
@@ -63,3 +67,25 @@ def set_request_id(request_id: str) -> None:
 
 def user_actor(user) -> Actor:
     return Actor(kind="user", name=user.get_username(), user_id=user.pk)
+
+
+@contextlib.contextmanager
+def collecting_refusals() -> Iterator[list[tuple[Actor | None, Exception]]]:
+    """Collect the refusals raised inside the block, with the actor at the time, for the audit ledger.
+
+    A service raises its refusal inside its own transaction, which rolls back:
+    the ledger entry cannot be written there. The request middleware collects
+    them and records them once the view has answered, outside any transaction.
+    """
+    bucket: list[tuple[Actor | None, Exception]] = []
+    token = _refusals.set(bucket)
+    try:
+        yield bucket
+    finally:
+        _refusals.reset(token)
+
+
+def note_refusal(error: Exception) -> None:
+    bucket = _refusals.get()
+    if bucket is not None:
+        bucket.append((current_actor(), error))

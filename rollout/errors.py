@@ -5,16 +5,27 @@ Services raise these; views turn them into a message, the API into an
 (used as the problem type) and the HTTP status the API answers with.
 """
 
+from .context import note_refusal
+
 
 class DomainError(Exception):
     code = "domain-error"
     status = 400
     title = "The request could not be carried out"
+    # A refusal of the actor (a rule says they may not), not of the input: the audit ledger records it as a
+    # denied action. None means "every 403 is one"; a subclass may say otherwise.
+    refusal: bool | None = None
 
     def __init__(self, message: str, *, field: str | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
+        if self.is_refusal:
+            note_refusal(self)
+
+    @property
+    def is_refusal(self) -> bool:
+        return self.status == 403 if self.refusal is None else self.refusal
 
 
 class ActionNotAllowed(DomainError):

@@ -12,8 +12,10 @@ rollout_created = django.dispatch.Signal()  # rollout, actor, reason
 plan_changed = django.dispatch.Signal()  # rollout, actor, reason
 # Sent on commit of a rollback: notifications.
 rollout_rolled_back = django.dispatch.Signal()  # incident_id
-# A view was refused (403): governance records it in the audit ledger.
-access_denied = django.dispatch.Signal()  # request
+# A request was refused: governance records it in the audit ledger (repeats aggregated per window).
+# ``reason`` is "permission-denied" (the 403 page), "csrf-failed" or "api" (a 401/403/429 of the API, with
+# ``status`` and ``code``).
+access_denied = django.dispatch.Signal()  # request, reason, status, code
 # Page extension points: receivers return {"template": name, **context} or None.
 home_panels = django.dispatch.Signal()  # request
 rollout_panels = django.dispatch.Signal()  # request, rollout

@@ -405,5 +405,16 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     return render(request, "403.html", status=403)
 
 
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """``CSRF_FAILURE_VIEW``: a forged or stale form post is a refused action, recorded like any 403."""
+    access_denied.send(sender=None, request=request, reason="csrf-failed", status=403, code="csrf-failed")
+    return render(
+        request,
+        "403.html",
+        {"csrf_failed": True},
+        status=403,
+    )
+
+
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return render(request, "404.html", status=404)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from typing import Any
 
 import pytest
@@ -42,6 +43,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if IN_CI:
             pytest.fail(f"{message}: in CI this is a failure, not a skip", pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_keys(settings) -> None:
+    """Each test starts with empty API throttle budgets: its own key prefix in the shared cache (no clear(),
+    which would also empty what other xdist workers keep in the same Redis database)."""
+    settings.API_THROTTLE_KEY_PREFIX = f"rgd-test-throttle-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def dead_redis_url() -> str:
+    """A Redis URL on a loopback port nobody listens on: the cache is down."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
 
 
 def make_user(username: str, *roles: str, **extra):

@@ -209,6 +209,67 @@ def test_chunked_body_under_the_limit_is_read(api, canary, client):
     assert EvaluationRun.objects.count() == 1
 
 
+def _outputs_of(total_bytes: int) -> list[dict]:
+    per_output = total_bytes // 1000
+    return [{"conversation_id": f"c{i}", "text": "x" * per_output} for i in range(1000)]
+
+
+def test_body_over_djangos_form_limit_but_under_the_api_limit_is_stored(api, canary, settings):
+    # Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MiB) used to answer these with a 500.
+    payload = json.dumps({"runs": [run(canary.slug, outputs=_outputs_of(3 * 1024 * 1024))]})
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE < len(payload) < settings.API_MAX_BODY_BYTES
+    response = api.post(URL, payload)
+    assert response.status_code == 201, response.content[:500]
+    assert RunOutput.objects.count() == 1000
+
+
+def test_api_limit_alone_decides_sized_bodies(api, canary, settings):
+    settings.API_MAX_BODY_BYTES = 3 * 1024 * 1024
+    payload = json.dumps({"runs": [run(canary.slug, outputs=_outputs_of(3 * 1024 * 1024 + 10_000))]})
+    assert len(payload) > settings.API_MAX_BODY_BYTES
+    body = assert_problem(api.post(URL, payload), 413, "body-too-large")
+    assert body["detail"] == f"Bodies are limited to {3 * 1024 * 1024} bytes; send fewer runs per request."
+    assert_nothing_stored()
+
+
+def test_chunked_body_over_djangos_form_limit_is_stored(api, canary, client, settings):
+    payload = json.dumps({"runs": [run(canary.slug, outputs=_outputs_of(3 * 1024 * 1024))]}).encode()
+    assert len(payload) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = _chunked(client.handler, payload, api.auth)
+    assert response.status_code == 201, response.content[:500]
+    assert RunOutput.objects.count() == 1000
+
+
+class _CountingStream(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        piece = super().read(size)
+        self.bytes_read += len(piece)
+        return piece
+
+
+def test_chunked_body_far_over_the_limit_is_read_no_further_than_the_limit(api, canary, client, settings):
+    settings.API_MAX_BODY_BYTES = 100_000
+    stream = _CountingStream(b"[" + b"1," * 5_000_000 + b"1]")
+    from django.test.client import RequestFactory
+
+    environ = RequestFactory()._base_environ(
+        PATH_INFO=URL,
+        REQUEST_METHOD="POST",
+        CONTENT_TYPE="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+        **api.auth,
+    )
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input"] = stream
+    environ["wsgi.input_terminated"] = True
+    assert_problem(client.handler(environ), 413, "body-too-large")
+    assert stream.bytes_read == 100_001
+
+
 def test_chunked_body_on_a_server_that_cannot_end_it_is_411(api, canary, client):
     response = _chunked(client.handler, b'{"runs": []}', api.auth, terminated=False)
     assert_problem(response, 411, "length-required")

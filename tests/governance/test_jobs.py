@@ -76,7 +76,11 @@ def lock_held_elsewhere(job: str):
                 cursor.execute("SELECT pg_advisory_lock(%s)", [jobs.advisory_key(f"job:{job}")])
             yield
         finally:
-            other.close()  # the server releases a session's advisory locks when it ends
+            # Unlock before closing: a closed session's locks are released by the server a moment
+            # later, and the next run in this test may ask before that (seen under load).
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [jobs.advisory_key(f"job:{job}")])
+            other.close()
     else:
         JobLock.objects.create(name=job, holder="other", expires_at=timezone.now() + dt.timedelta(hours=1))
         yield

@@ -154,7 +154,14 @@ def test_a_refused_rule_is_a_message_and_writes_nothing(rollout, client_for):
     assert messages_of(response) == ["Only a member of Product lead signs off for that role."]
     response = client.post(f"/rollouts/{rollout.slug}/sign-off/", {"role": "nonsense", "decision": "approve"})
     assert messages_of(response)[0].startswith("Role: Select a valid choice")
-    assert top() == start and not PlanSignOff.objects.exists()
+    # Bad input writes nothing; the refusal of the actor (not in that role) is the one ledger entry.
+    [entry] = AuditEvent.objects.filter(sequence__gt=start)
+    assert (entry.action, entry.actor_name, entry.after["code"]) == (
+        "auth.rule_refused",
+        "compliance-lead",
+        "not-in-role",
+    )
+    assert not PlanSignOff.objects.exists()
 
 
 def test_request_decide_and_apply_through_the_pages(ready_rollout, client_for, users):
