@@ -288,7 +288,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
 # Beat's record of when each job last ran (a shelve file). Its folder is created when beat starts
 # (config.celery_app.Scheduler), so a fresh deployment without var/ runs beat as it is.
 CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
-CELERY_BEAT_SCHEDULER = "config.celery_app:Scheduler"
+CELERY_BEAT_SCHEDULER = "config.celery_app:LeaderScheduler"
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {

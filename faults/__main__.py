@@ -12,6 +12,8 @@ import traceback
 from .harness import Result, Suite, Watchdog, log
 
 ORDER = ["redis", "child", "main", "beats", "storm"]
+# Run by name only, not by default (yet): they FAIL today, see the README's "Failures and recovery".
+EXTRA = ["webhooks", "postgres"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=float(os.environ.get("FAULTS_DEADLINE_SECONDS", 720)))
     args = parser.parse_args(argv)
     chosen = args.scenarios or ORDER
-    unknown = set(chosen) - set(ORDER)
+    unknown = set(chosen) - set(ORDER) - set(EXTRA)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     suite = Suite()
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                 "main": scenarios.main_kill,
                 "beats": scenarios.two_beats,
                 "storm": scenarios.idempotency_storm,
+                "webhooks": scenarios.webhooks,
+                "postgres": scenarios.pg_terminate,
             }
             for name in chosen:
                 ctx.reset()

@@ -264,6 +264,8 @@ class Suite:
         )
         self.start_redis()
         os.environ.update(self.env)
+        # The suite's own connections (checks, seeding) are spared by the pg_terminate_backend scenario.
+        os.environ["PGAPPNAME"] = "faults-runner"
         subprocess.run(
             [str(BIN / "python"), "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
         )
@@ -344,28 +346,38 @@ class Suite:
         except OSError:
             return False
 
+    def queue_length(self) -> int:
+        """Messages waiting in the broker's default queue."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=2) as s:
+                s.sendall(b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*2\r\n$4\r\nLLEN\r\n$6\r\ncelery\r\n")
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+            return int(reply.split(b"\r\n")[1].lstrip(b":"))
+        except (OSError, ValueError, IndexError):
+            return -1
+
     def stop_redis(self) -> None:
         assert self.redis is not None
         self.redis.stop()  # SIGTERM: Redis flushes its append-only file and exits
         self.procs.remove(self.redis)
 
     def start_web(self) -> None:
+        # The deployment's own gunicorn.conf.py (gthread workers), on a loopback port, two workers.
         self.web = self._proc(
             "gunicorn",
-            [
-                str(BIN / "gunicorn"),
-                "config.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{self.web_port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--timeout",
-                "60",
-                "--graceful-timeout",
-                "5",
-            ],
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "config.wsgi:application"],
+            {
+                **self.env,
+                "GUNICORN_BIND": f"127.0.0.1:{self.web_port}",
+                "GUNICORN_WORKERS": "2",
+                "GUNICORN_THREADS": "4",
+                "GUNICORN_TIMEOUT": "60",
+            },
         )
         client = self.http()
         if not wait_until(lambda: client.request("GET", "/login/")[0] == 200, 60, 0.5):
@@ -394,7 +406,13 @@ class Suite:
         )
         from config.celery_app import app
 
-        if not wait_until(lambda: app.control.ping(destination=[name], timeout=1.0), 60, 0.5):
+        def answers() -> bool:
+            try:
+                return bool(app.control.ping(destination=[name], timeout=1.0))
+            except Exception:  # a connection the broker's restart closed: the next try opens a new one
+                return False
+
+        if not wait_until(answers, 60, 0.5):
             raise RuntimeError("the Celery worker did not answer")
         return self.worker
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import signal
 import threading
 import time
@@ -270,7 +271,9 @@ def two_beats(ctx: Ctx) -> Result:
             suite.procs.remove(beat)
     ended = dt.datetime.now(dt.UTC)
     suite.start_beat()
-    time.sleep(8)  # the worker records each run when it takes the task: let it catch up
+    # The worker records each run when it takes the task: let it drain the queue.
+    wait_until(lambda: suite.queue_length() == 0, 90, 1.0)
+    time.sleep(3)
     counts = {}
     for job in ("check_scheduled_reviews", "verify_audit_log"):
         counts[job] = JobRun.objects.filter(job=job, trigger="schedule", queued_at__gte=started).count()
@@ -325,6 +328,165 @@ def idempotency_storm(ctx: Ctx) -> Result:
     for run_id in [r["run_id"] for b in changed for r in b]:
         ctx.accepted[run_id] = 2  # the original content stays, whole
     return ctx.finish(result, {rollout.pk: 0})
+
+
+# --- 4. PostgreSQL connections terminated -----------------------------------------------------------------------
+
+
+def pg_terminate(ctx: Ctx) -> Result:
+    result = Result("4 pg_terminate_backend every 2 s")
+    suite = ctx.suite
+    load, trig = canary_rollout("s4 load", ctx.admin), canary_rollout("s4 trigger", ctx.admin)
+    time.sleep(1.0)
+    stop = threading.Event()
+    terminated = [0]
+    first_failures, retried_duplicates, gave_up = [0], [0], []
+    page_statuses: collections.Counter = collections.Counter()
+    bad: list[str] = []
+
+    def killer() -> None:
+        for _ in range(30):
+            if stop.wait(2.0):
+                return
+            out = suite.psql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                f"WHERE datname = '{suite.db}' AND pid <> pg_backend_pid() AND application_name <> 'faults-runner'"
+            )
+            terminated[0] += int(out or 0)
+
+    def harness(n: int) -> None:
+        client = suite.http()
+        for _ in range(n):
+            if stop.is_set():
+                return
+            runs = [run_payload(load.slug, prefix="s4", outputs=3) for _ in range(2)]
+            for attempt in range(8):  # the client retries the same request until it is answered 201
+                status, headers, data = ctx.ingest(load, runs, client)
+                if status == 201:
+                    if attempt and data["duplicates"]:
+                        retried_duplicates[0] += 1
+                    break
+                if attempt == 0:
+                    first_failures[0] += 1
+                if status not in (0, 503) or (status == 503 and not problem_503(status, headers, data)):
+                    bad.append(f"ingest {status} {str(data)[:120]}")
+                time.sleep(0.5)
+            else:
+                gave_up.append(runs[0]["run_id"])
+            time.sleep(0.2)
+
+    def reader() -> None:
+        client = suite.http()
+        client.login("auditor", PASSWORD)
+        while not stop.wait(0.5):
+            for path in ("/", f"/rollouts/{load.slug}/"):
+                code = client.request("GET", path)[0]
+                page_statuses[code] += 1
+                if code == 302:  # the session was fine; a 503 during login is possible
+                    client.login("auditor", PASSWORD)
+
+    threads = [threading.Thread(target=killer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(harness, 40) for _ in range(3)]
+        time.sleep(8)
+        for _ in range(8):
+            status, _h, _d = ctx.ingest(trig, breaching_pair(trig.slug, "s4-breach"))
+            if status == 201:
+                break
+            time.sleep(0.5)
+        for future in futures:
+            future.result(timeout=180)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    ok = wait_until(lambda: fired(trig) >= 1, 120, 1.0)
+    result.check(bool(ok), "the trigger did not fire")
+    time.sleep(3)
+    result.counts.update(
+        backends_terminated=terminated[0],
+        first_attempt_failures=first_failures[0],
+        retries_answered_duplicate=retried_duplicates[0],
+        gave_up=len(gave_up),
+        pages=dict(page_statuses),
+    )
+    result.check(terminated[0] >= 10, f"only {terminated[0]} backends terminated")
+    result.check(not bad, f"unexpected answers: {bad[:3]}")
+    result.check(not gave_up, f"{len(gave_up)} ingests never answered 201 after 8 tries")
+    result.check(set(page_statuses) <= {200, 503}, f"pages answered {dict(page_statuses)}")
+    # Web and workers recovered without a restart: a fresh ingest and a page answer now.
+    status, _h, _d = ctx.ingest(load, [run_payload(load.slug, prefix="s4-after", outputs=1)])
+    result.check(status == 201, f"ingest after the kills answered {status}")
+    return ctx.finish(result, {trig.pk: 1, load.pk: 0})
+
+
+# --- 9. Webhook receiver down, slow, answering 500 -----------------------------------------------------------------
+
+
+def webhooks(ctx: Ctx) -> Result:
+    import http.server
+
+    from rollout import notifications
+    from rollout.models import Rollout, WebhookDelivery
+
+    result = Result("9 webhook receiver down, slow, 500")
+    seen: collections.Counter = collections.Counter()
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen[self.path] += 1
+            if self.path == "/slow":
+                time.sleep(3)  # beyond the suite's WEBHOOK_TIMEOUT_SECONDS (2)
+            code = 500 if self.path == "/error" or (self.path == "/flaky" and seen[self.path] < 3) else 200
+            self.send_response(code)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    from .harness import free_port
+
+    rollout = canary_rollout("s9", ctx.admin)
+    urls = {"down": f"http://127.0.0.1:{free_port()}/down", "slow": f"{base}/slow", "error": f"{base}/error"}
+    urls["flaky"] = f"{base}/flaky"
+    for name, url in urls.items():
+        notifications.webhook_endpoint_create(rollout=rollout, name=name, url=url, actor=None)
+    time.sleep(1.0)
+    try:
+        sent = time.monotonic()
+        status, _h, _d = ctx.ingest(rollout, breaching_pair(rollout.slug, "s9-breach"))
+        result.check(status == 201, f"breaching ingest answered {status}")
+        wait_until(lambda: Rollout.objects.get(pk=rollout.pk).status == "rolled_back", 60, 0.2)
+        rolled_back_after = time.monotonic() - sent
+        deliveries = WebhookDelivery.objects.filter(incident__rollout=rollout)
+        # The deliveries are recorded by the worker right after the rollback commits, then attempted.
+        wait_until(lambda: deliveries.count() == len(urls), 30, 0.2)
+        done = wait_until(lambda: not deliveries.filter(status="pending").exists(), 150, 1.0)
+        result.check(bool(done), "deliveries still pending after 150 s")
+    finally:
+        server.shutdown()
+        server.server_close()
+    outcome = {}
+    for delivery in WebhookDelivery.objects.filter(incident__rollout=rollout).select_related("endpoint"):
+        attempts = list(delivery.attempts.order_by("number"))
+        outcome[delivery.endpoint.name] = (delivery.status, delivery.attempt_count)
+        result.check(
+            [a.number for a in attempts] == list(range(1, delivery.attempt_count + 1)),
+            f"{delivery.endpoint.name}: attempts {[a.number for a in attempts]}, count {delivery.attempt_count}",
+        )
+        gaps = [(b.at - a.at).total_seconds() for a, b in itertools.pairwise(attempts)]
+        # Backoff base 1 s in the suite: 1, 2, 4 s (the relay may add up to its period).
+        result.check(all(gap >= 2**k * 0.9 for k, gap in enumerate(gaps)), f"{delivery.endpoint.name}: gaps {gaps}")
+    expected = {"down": ("failed", 4), "slow": ("failed", 4), "error": ("failed", 4), "flaky": ("delivered", 3)}
+    result.counts.update(rolled_back_after_s=round(rolled_back_after, 1), deliveries=outcome, posts=dict(seen))
+    result.check(outcome == expected, f"deliveries {outcome}, expected {expected}")
+    result.check(rolled_back_after < 30, f"the rollback took {rolled_back_after:.0f} s")
+    return ctx.finish(result, {rollout.pk: 1})
 
 
 def fresh_token(ctx: Ctx) -> None:
