@@ -12,7 +12,7 @@ help:
 	@echo "make run     start web app + Celery worker + beat on http://127.0.0.1:8000 (Ctrl-C stops all)"
 	@echo "make test    run the whole test suite"
 	@echo "make lint    ruff check, ruff format --check, makemigrations --check"
-	@echo "make bench   run the benchmarks (needs DATABASE_URL pointing at PostgreSQL for the real figures)"
+	@echo "make bench   run the benchmarks on PostgreSQL (DATABASE_URL); a table of figure/reference/ratio/target rows"
 	@echo "make faults  the fault-injection suite: real PostgreSQL, its own Redis, gunicorn, worker and beat"
 
 $(BIN)/python:

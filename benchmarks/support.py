@@ -11,7 +11,9 @@ from django.test.utils import setup_databases, teardown_databases
 
 @contextlib.contextmanager
 def bench_database() -> Iterator[None]:
-    """Create ``test_<name>`` with all migrations, run, then drop it."""
+    """Create ``<name>_bench`` with all migrations, run, then drop it."""
+    base = connection.settings_dict.get("TEST", {}).get("NAME") or connection.settings_dict["NAME"]
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"{base.removesuffix('_bench')}_bench"
     old = setup_databases(verbosity=0, interactive=False, keepdb=False)
     try:
         yield

@@ -271,3 +271,31 @@ class ApiToken(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in (self.scopes or [])
+
+
+class RunDaySummary(models.Model):
+    """Per rollout, phase, arm and UTC day of ``finished_at``: how many runs, and per metric how many reported it,
+    their sum and their sum of squares. Ingestion adds to it in the transaction that stores the runs, so the deltas
+    page and the trend charts read a few hundred rows whatever the number of runs (``evaluations.summaries``)."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.PROTECT, related_name="+")
+    phase = models.ForeignKey(Phase, on_delete=models.PROTECT, related_name="+")
+    arm = models.CharField(max_length=10, choices=Arm.choices)
+    day = models.DateField()
+    runs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["rollout_id", "day", "phase_id", "arm"]
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "phase", "arm", "day"], name="run_day_summary_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.phase_id}/{self.arm}/{self.day}"
+
+
+SUMMARY_PARTS = ("n", "sum", "sumsq")
+for _key in METRIC_KEYS:
+    RunDaySummary.add_to_class(f"{_key}_n", models.PositiveIntegerField(default=0))
+    RunDaySummary.add_to_class(f"{_key}_sum", models.FloatField(default=0.0))
+    RunDaySummary.add_to_class(f"{_key}_sumsq", models.FloatField(default=0.0))

@@ -39,6 +39,7 @@ from rollout.models import (
     Rollout,
 )
 
+from . import summaries
 from .aggregates import SampleVariance
 from .models import (
     METRIC_KEYS,
@@ -47,6 +48,7 @@ from .models import (
     EvaluationRun,
     MetricSpec,
     MonitoringSample,
+    RunDaySummary,
     RunOutput,
     SuccessCriterion,
     TriggerFiring,
@@ -92,9 +94,12 @@ def ga_gate(rollout: Rollout) -> GaGate:
     """Two queries whatever the number of runs."""
     required = rollout.ga_consecutive_runs
     criteria = list(SuccessCriterion.objects.filter(rollout=rollout))
-    runs = EvaluationRun.objects.filter(
-        rollout=rollout, phase__kind=PhaseKind.LIMITED_BETA, arm=Arm.CANDIDATE
-    ).order_by("-finished_at", "-id")[:required]
+    # By phase id, not kind through a join: the (rollout, phase, arm, finished_at) index then yields the newest
+    # runs first, instead of a walk back through every run of the rollout.
+    limited_beta = Phase.objects.filter(rollout=rollout, kind=PhaseKind.LIMITED_BETA).values("pk")[:1]
+    runs = EvaluationRun.objects.filter(rollout=rollout, phase_id=Subquery(limited_beta), arm=Arm.CANDIDATE).order_by(
+        "-finished_at", "-id"
+    )[:required]
     checks = tuple(check_run(run, criteria) for run in runs)
     streak = 0
     for check in checks:
@@ -379,20 +384,15 @@ class DeltaReport:
 
 
 def deltas(rollout: Rollout, *, finished_before: dt.datetime | None = None) -> DeltaReport:
-    """Per phase and metric: both arms' n, mean, sd (aggregated in SQL) and Welch's comparison. Three queries.
+    """Per phase and metric: both arms' n, mean, sd and Welch's comparison. Three queries.
 
-    ``finished_before`` counts only the runs that finished before it (a report as of a past moment).
+    Up to now, from the per-day summaries (a few hundred rows whatever the number of runs); with
+    ``finished_before``, only the runs that finished before it, aggregated over the raw runs (the daily report).
     """
-    aggregates: dict[str, Any] = {}
-    for key in METRIC_KEYS:
-        aggregates[f"{key}__n"] = Count(key)
-        aggregates[f"{key}__mean"] = Avg(key)
-        aggregates[f"{key}__var"] = SampleVariance(key)
-    runs = EvaluationRun.objects.filter(rollout=rollout)
-    if finished_before is not None:
-        runs = runs.filter(finished_at__lt=finished_before)
-    rows = runs.values("phase_id", "arm").annotate(runs=Count("id"), **aggregates).order_by()
-    by_phase_arm = {(row["phase_id"], row["arm"]): row for row in rows}
+    if finished_before is None:
+        by_phase_arm = _summary_aggregates(rollout)
+    else:
+        by_phase_arm = _raw_aggregates(rollout, finished_before)
     criteria = {c.metric: c for c in SuccessCriterion.objects.filter(rollout=rollout)}
     report = []
     for phase in rollout.phases.all():
@@ -423,6 +423,28 @@ def deltas(rollout: Rollout, *, finished_before: dt.datetime | None = None) -> D
     return DeltaReport(rollout=rollout, phases=report, criteria=criteria)
 
 
+def _raw_aggregates(rollout: Rollout, finished_before: dt.datetime) -> dict[tuple[int, str], dict[str, Any]]:
+    aggregates: dict[str, Any] = {}
+    for key in METRIC_KEYS:
+        aggregates[f"{key}__n"] = Count(key)
+        aggregates[f"{key}__mean"] = Avg(key)
+        aggregates[f"{key}__var"] = SampleVariance(key)
+    runs = EvaluationRun.objects.filter(rollout=rollout, finished_at__lt=finished_before)
+    rows = runs.values("phase_id", "arm").annotate(runs=Count("id"), **aggregates).order_by()
+    return {(row["phase_id"], row["arm"]): row for row in rows}
+
+
+def _summary_aggregates(rollout: Rollout) -> dict[tuple[int, str], dict[str, Any]]:
+    """The same figures as ``_raw_aggregates`` over all runs, from the day summaries."""
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    for key, (runs, metrics) in summaries.moments_of(RunDaySummary.objects.filter(rollout=rollout)).items():
+        row: dict[str, Any] = {"runs": runs}
+        for name, m in metrics.items():
+            row[f"{name}__n"], row[f"{name}__mean"], row[f"{name}__var"] = m.n, m.mean, m.variance
+        out[key] = row
+    return out
+
+
 # --- Trend chart data ----------------------------------------------------------------------
 
 MAX_CHART_POINTS = 1500
@@ -445,18 +467,31 @@ class TrendData:
 
 
 def trend_data(rollout: Rollout, phases: Iterable[Phase]) -> TrendData:
-    """Runs over time per arm; above ``MAX_CHART_POINTS`` runs, means per hour or day. Two queries."""
+    """Runs over time per arm; above ``MAX_CHART_POINTS`` runs, means per hour (within four days) or day.
+
+    One query over the day summaries when the runs span more than four days and exceed the chart's points;
+    otherwise (a bounded number of runs or days) three, the last two reading the runs."""
     kinds = {p.pk: p.kind for p in phases}
     runs = EvaluationRun.objects.filter(rollout=rollout)
-    span = runs.aggregate(n=Count("id"), first=Min("finished_at"), last=Max("finished_at"))
+    days = list(RunDaySummary.objects.filter(rollout=rollout).order_by("day", "phase_id", "arm"))
+    n = sum(d.runs for d in days)
     points: list[TrendPoint] = []
     bucket = None
     first_by_phase: dict[str, dt.datetime] = {}
-    if span["n"] and span["n"] <= MAX_CHART_POINTS:
+    if n and days[-1].day - days[0].day > dt.timedelta(days=4) and n > MAX_CHART_POINTS:
+        # More than four days apart: day buckets, straight from the summaries.
+        bucket = "day"
+        for d in days:
+            values = {k: summaries.mean_of(d, k) for k in METRIC_KEYS}
+            points.append(TrendPoint(summaries.day_start(d.day), d.arm, kinds.get(d.phase_id, ""), values, runs=d.runs))
+        n = 0
+    if n:
+        span = runs.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+    if n and n <= MAX_CHART_POINTS:
         for row in runs.order_by("finished_at", "id").values("finished_at", "arm", "phase_id", *METRIC_KEYS):
             kind = kinds.get(row["phase_id"], "")
             points.append(TrendPoint(row["finished_at"], row["arm"], kind, {k: row[k] for k in METRIC_KEYS}))
-    elif span["n"]:
+    elif n:
         bucket = "hour" if span["last"] - span["first"] <= dt.timedelta(days=4) else "day"
         trunc = TruncHour if bucket == "hour" else TruncDay
         rows = (
@@ -495,7 +530,8 @@ def runs_for(
     """Runs of a rollout, newest first, filtered; ``until`` is inclusive (the whole day)."""
     runs = EvaluationRun.objects.filter(rollout=rollout).select_related("phase", "cohort")
     if phase:
-        runs = runs.filter(phase__kind=phase)
+        # The phase's id, not a join on its kind: the (rollout, finished_at, id) index keeps serving the order.
+        runs = runs.filter(phase_id=Subquery(Phase.objects.filter(rollout=rollout, kind=phase).values("pk")[:1]))
     if arm:
         runs = runs.filter(arm=arm)
     if since:

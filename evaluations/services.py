@@ -28,7 +28,7 @@ from rollout.roles import require_perm
 from rollout.services import rollout_rollback
 from rollout.signals import plan_changed
 
-from . import signals
+from . import signals, summaries
 from .errors import (
     InvalidCriteria,
     InvalidToken,
@@ -218,6 +218,7 @@ def _store_runs(new_items, hashes, batch_duplicates, rollouts, phases, cohorts, 
         )
         outputs_of.append(outputs)
     EvaluationRun.objects.bulk_create(runs, batch_size=500)
+    summaries.add_runs(runs)
     _insert_outputs(
         [
             (

@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from rollout.errors import DomainError
 from rollout.models import Rollout
+from rollout.pagination import decode_time_id, encode_time_id, keyset_page
 
 from . import selectors, services
 from .charts import build_charts
@@ -57,7 +58,15 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
     if request.GET and form.errors:
         bad = "; ".join(f"{form.fields[name].label or name}: {' '.join(errs)}" for name, errs in form.errors.items())
         messages.error(request, f"Some filters were ignored — {bad}")
-    page = _page(request, selectors.runs_for(rollout, **filters))
+    # Keyset pages: the runs list grows by a million a year (no OFFSET, no count).
+    page = keyset_page(
+        request,
+        selectors.runs_for(rollout, **filters),
+        fields=("finished_at", "id"),
+        per_page=settings.PAGE_SIZE,
+        encode=encode_time_id,
+        decode=decode_time_id,
+    )
     return render(
         request, "evaluations/runs.html", {"rollout": rollout, "form": form, "page": page, "filters": filters}
     )

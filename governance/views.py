@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
 from rollout.models import Rollout
+from rollout.pagination import decode_int, encode_int, keyset_page
 from rollout.roles import has_role
 
 from . import jobs, ledger, records, reports, reviews, selectors, services
@@ -231,7 +232,15 @@ def approvers_edit(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _audit_page(request: HttpRequest, form: AuditFilterForm, *, status: int = 200) -> HttpResponse:
     if form.is_valid():
-        page = Paginator(selectors.audit_events(form.filters()), settings.PAGE_SIZE).get_page(request.GET.get("page"))
+        # Keyset pages over the sequence: the ledger reaches millions of entries (no OFFSET, no count).
+        page = keyset_page(
+            request,
+            selectors.audit_events(form.filters()),
+            fields=("sequence",),
+            per_page=settings.PAGE_SIZE,
+            encode=encode_int,
+            decode=decode_int,
+        )
         names = selectors.rollout_names([e.rollout_id for e in page.object_list if e.rollout_id])
         for event in page.object_list:
             event.rollout_obj = names.get(event.rollout_id)

@@ -70,3 +70,15 @@ def test_seed_demo_goes_through_sign_off_request_approval_and_apply_and_is_idemp
     call_command("seed_demo", stdout=out)
     assert out.getvalue().startswith("Demo data already present: nothing changed.")
     assert AuditEvent.objects.count() == entries
+
+
+def test_seed_demo_leaves_a_big_ledger_to_the_nightly_verification(monkeypatch):
+    """On a ledger already past the demo's size seed_demo must not scan it (make run starts as fast at 1M entries)."""
+    from governance import demo
+    from governance.models import Job, JobRun
+
+    monkeypatch.setattr(demo, "DEMO_VERIFY_MAX_ENTRIES", 50)
+    ledger.append_many({"action": "update", "object_type": "rollout.rollout"} for _ in range(60))
+    call_command("seed_demo", stdout=io.StringIO())
+    assert not JobRun.objects.filter(job=Job.VERIFY_AUDIT_LOG).exists()
+    assert JobRun.objects.filter(job=Job.ENFORCE_RETENTION).count() == 1

@@ -123,3 +123,22 @@ def test_logins_do_not_depend_on_the_cache(client, users, settings, dead_redis_u
         client.post("/login/", {"username": "auditor", "password": f"wrong-{attempt}"})
     assert client.post("/login/", {"username": "auditor", "password": "pw"}).status_code == 429
     assert client.post("/login/", {"username": "sre-lead", "password": "pw"}, REMOTE_ADDR="10.2.2.2").status_code == 302
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_browser_sees_the_lockout_page(role_groups, users, live_server, browser_page):
+    page = browser_page
+    for attempt in range(LIMIT):
+        page.goto(f"{live_server.url}/login/")
+        page.fill("input[name=username]", "auditor")
+        page.fill("input[name=password]", f"wrong-{attempt}")
+        page.click("button[type=submit]")
+    assert page.inner_text("h1") == "Too many failed logins"
+    assert "Try again in 15 minutes" in page.inner_text("[role=alert]")
+    # The right password during the cool-off is refused the same way.
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "auditor")
+    page.fill("input[name=password]", "pw")
+    page.click("button[type=submit]")
+    assert page.inner_text("h1") == "Too many failed logins"

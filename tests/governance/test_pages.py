@@ -255,7 +255,7 @@ def test_object_pages_link_to_their_history(rollout, users, client_for):
         history = client.get("/audit/", {"object_type": obj_type, "object_id": pk})
         assert history.status_code == 200
         assert (
-            history.context["page"].paginator.count
+            len(history.context["page"].object_list)
             == AuditEvent.objects.filter(object_type=obj_type, object_id=str(pk)).count()
         )
 
@@ -319,8 +319,12 @@ def test_the_audit_page_runs_a_fixed_number_of_queries(rollout, client_for, djan
         for _ in range(n)
     )
     client = client_for(Role.AUDITOR)
-    with django_assert_num_queries(10):
+    # Keyset pages: no COUNT over the ledger, the same queries on the newest, a middle and the oldest page.
+    with django_assert_num_queries(9):
         assert client.get("/audit/").status_code == 200
-    with django_assert_num_queries(11):
-        page = client.get("/audit/", {"rollout": rollout.slug, "action": "update", "page": 2})
-        assert page.status_code == 200
+    newest = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first()
+    for cursor in ({"after": newest - 5}, {"before": ""}):
+        with django_assert_num_queries(10):
+            page = client.get("/audit/", {"rollout": rollout.slug, "action": "update", **cursor})
+            assert page.status_code == 200
+    assert len(page.context["page"].object_list) == min(n, 25)  # the oldest page
