@@ -43,6 +43,19 @@ def _guard_restore_unacked() -> None:
     restore_unacked._guarded = True
     kombu_redis.QoS.restore_unacked = restore_unacked
 
+    # The same for an acknowledgement of a task that finished after the connection was closed: the message
+    # stays unacked and is delivered again after the visibility timeout (every task is safe to run twice).
+    original_ack = kombu_redis.QoS.ack
+
+    def ack(self, delivery_tag):
+        try:
+            return original_ack(self, delivery_tag)
+        except AttributeError as exc:
+            log.warning("could not acknowledge a message on a closed connection (%r); it will be redelivered", exc)
+            return None
+
+    kombu_redis.QoS.ack = ack
+
 
 _guard_restore_unacked()
 
