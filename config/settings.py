@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -46,6 +47,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "simple_history",
@@ -58,12 +60,20 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
+    # Outside everything that answers for a logged-in user or a token: no-store on all of it.
+    "rollout.middleware.NoStoreWhenAuthenticatedMiddleware",
     # Before anything reads a body: the API's size limit and problem+json errors.
     "evaluations.problems.ApiProblemMiddleware",
+    # No NUL or lone surrogate in any query parameter or form field (rollout.inputs).
+    "evaluations.boundary.InputBoundaryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Idle timeout and absolute lifetime of a login, before anything acts for the user.
+    "rollout.middleware.SessionLifetimeMiddleware",
     # Who acts and under which request id, for the audit ledger.
     "governance.middleware.AuditContextMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
@@ -144,6 +154,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# A login ends after this long without a request, and this long after it began whatever the activity.
+SESSION_IDLE_TIMEOUT_SECONDS = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=8 * 3600)
+SESSION_ABSOLUTE_LIFETIME_SECONDS = env.int("SESSION_ABSOLUTE_LIFETIME_SECONDS", default=24 * 3600)
+if not 0 < SESSION_IDLE_TIMEOUT_SECONDS <= SESSION_ABSOLUTE_LIFETIME_SECONDS:
+    raise ImproperlyConfigured(
+        "SESSION_IDLE_TIMEOUT_SECONDS must be positive and at most SESSION_ABSOLUTE_LIFETIME_SECONDS"
+    )
+# The cookie does not outlive the session either.
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_LIFETIME_SECONDS
 # axes first: a locked-out username or address is refused before any password is checked.
 AUTHENTICATION_BACKENDS = [
     "governance.lockout.RequestLockoutBackend",
@@ -293,10 +312,10 @@ CELERY_BEAT_SCHEDULER = "config.celery_app:LeaderScheduler"
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "evaluations.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["evaluations.parsers.BoundaryJSONParser"],
     # Bearer tokens only: the API never accepts a session, the pages never accept a token.
     "DEFAULT_AUTHENTICATION_CLASSES": ["evaluations.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["evaluations.authentication.HasScope"],
@@ -319,7 +338,11 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI and Redoc from drf-spectacular-sidecar's static files: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No badge from validator.swagger.io (it would send the schema's URL off-host).
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "deepLinking": True},
     "REDOC_DIST": "SIDECAR",
+    # The project's path converter (rollout.converters): the same pattern as the URL.
+    "PATH_CONVERTER_OVERRIDES": {"ident": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"}},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "evaluations.schemas.openapi_postprocess",
@@ -327,6 +350,50 @@ SPECTACULAR_SETTINGS = {
 }
 # The largest API body accepted (also for chunked bodies); 500 runs with their outputs fit.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+
+# --- Browser security headers ----------------------------------------------------
+# Scripts and everything else only from the dashboard itself: no inline script anywhere (the API
+# docs start from static/js/). Styles allow inline: the templates' style attributes (progress bars)
+# and the style elements Redoc and Swagger UI create at run time. Images: own origin and data: URIs
+# (Swagger UI's icons); Redoc's "Redocly" logo from its CDN is refused. Redoc builds its search
+# worker from a blob: URL.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# Powerful browser features the dashboard never uses, switched off for it and anything it embeds.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in [
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "fullscreen",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "publickey-credentials-get",
+        "screen-wake-lock",
+        "usb",
+        "xr-spatial-tracking",
+    ]
+}
 
 # --- History ---------------------------------------------------------------
 # Change reasons are the users' own words: keep them whole.
@@ -371,8 +438,10 @@ CSRF_FAILURE_VIEW = "rollout.views.csrf_failure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every line carries the request id (X-Request-ID) it was logged under, "-" outside a request.
+    "filters": {"request_id": {"()": "rollout.context.RequestIdLogFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

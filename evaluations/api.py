@@ -76,17 +76,27 @@ class ProblemSerializer(serializers.Serializer):
 
 def problem_responses(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
     text = {
-        400: "Malformed JSON",
+        400: "Malformed JSON, JSON nested too deeply, or a query parameter that cannot be read",
         401: "Missing, unknown, expired or revoked token",
         403: "The token lacks the scope",
-        404: "Not found",
-        409: "A run_id (or interval) already ingested with different content",
+        404: "Not found (for an ingest: a rollout the body names does not exist; `errors` points at it)",
+        409: "A run_id (or interval) already ingested with different content, or a phase that has not started",
         411: "Chunked body on a server that cannot read it",
         413: "Body over the limit (also chunked bodies)",
         415: "Not JSON",
         422: "Validation failed; `errors` points at each bad field",
+        429: "Over the token's or the client address's rate; `Retry-After` says when to retry",
     }
-    return {(s, "application/problem+json"): OpenApiResponse(ProblemSerializer, description=text[s]) for s in statuses}
+    # Any operation can meet the input boundary (a NUL in a query parameter) and the throttles.
+    every = sorted({*statuses, 400, 429})
+    return {(s, "application/problem+json"): OpenApiResponse(ProblemSerializer, description=text[s]) for s in every}
+
+
+# What rollout.inputs enforces on every body, in words (JSON Schema cannot say it of free-form outputs).
+INPUT_RULES = (
+    "No string or key holds a NUL character or a lone surrogate; JSON nests at most 64 levels; times lie between "
+    "0001-01-02 and 9999-12-30 UTC; integers fit 32 bits."
+)
 
 
 class IngestResultSerializer(serializers.Serializer):
@@ -106,9 +116,11 @@ class EvaluationRunIngestView(ApiView):
         operation_id="evaluation_runs_ingest",
         summary="Ingest harness runs (1 to 500 per request)",
         description="All or nothing. Idempotent on run_id: the same run again is a duplicate; the same run_id with "
-        "different content is a 409 and nothing of the request is stored.",
+        "different content is a 409 and nothing of the request is stored. " + INPUT_RULES + " finished_at is not "
+        "before started_at nor in the future; guardrail_compensations is at most conversations; conversation_id is "
+        "unique within a run. An unknown rollout is a 404, a phase not started a 409.",
         request=EvaluationRunBatchSerializer,
-        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 409, 411, 413, 415, 422)},
+        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 404, 409, 411, 413, 415, 422)},
     )
     def post(self, request: Request) -> Response:
         result = services.ingest_runs(payload=request.data, actor=current_actor())
@@ -121,9 +133,10 @@ class MonitoringSampleIngestView(ApiView):
     @extend_schema(
         operation_id="monitoring_samples_ingest",
         summary="Ingest monitoring intervals (1 to 1,000 per request)",
-        description="All or nothing; idempotent on (rollout, phase, interval_start).",
+        description="All or nothing; idempotent on (rollout, phase, interval_start). " + INPUT_RULES + " interval_end "
+        "is after interval_start and not in the future. An unknown rollout is a 404, a phase not started a 409.",
         request=MonitoringSampleBatchSerializer,
-        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 409, 411, 413, 415, 422)},
+        responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 404, 409, 411, 413, 415, 422)},
     )
     def post(self, request: Request) -> Response:
         result = services.ingest_samples(payload=request.data, actor=current_actor())
@@ -163,7 +176,7 @@ class RolloutListView(ListAPIView, ApiView):
 
     @extend_schema(
         operation_id="rollouts_list",
-        responses={200: RolloutSummarySerializer(many=True), **problem_responses(401, 403)},
+        responses={200: RolloutSummarySerializer(many=True), **problem_responses(400, 401, 403, 404)},
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

@@ -1,6 +1,6 @@
 """URLs of the API (``/api/v1/``), its OpenAPI schema and its docs (self-hosted Swagger UI and Redoc)."""
 
-from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.decorators import login_not_required, login_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.authentication import SessionAuthentication
@@ -16,7 +16,8 @@ schema_view = login_not_required(
         permission_classes=[IsAuthenticated],
     )
 )
-# The docs are pages: the login-required middleware guards them like every other page.
+# The docs are pages for people: login required. (DRF marks every APIView login_not_required for the
+# login-required middleware, so the decorator does it.)
 docs_options = {
     "url_name": "api:schema",
     "authentication_classes": [SessionAuthentication],
@@ -25,10 +26,18 @@ docs_options = {
 
 urlpatterns = [
     path("schema/", schema_view, name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(**docs_options), name="docs"),
-    path("redoc/", SpectacularRedocView.as_view(template_name="api/redoc.html", **docs_options), name="redoc"),
+    path(
+        "docs/",
+        login_required(SpectacularSwaggerView.as_view(template_name="api/swagger_ui.html", **docs_options)),
+        name="docs",
+    ),
+    path(
+        "redoc/",
+        login_required(SpectacularRedocView.as_view(template_name="api/redoc.html", **docs_options)),
+        name="redoc",
+    ),
     path("evaluation-runs/", api.EvaluationRunIngestView.as_view(), name="evaluation-runs"),
-    path("evaluation-runs/<str:run_id>/", api.EvaluationRunDetailView.as_view(), name="evaluation-run"),
+    path("evaluation-runs/<ident:run_id>/", api.EvaluationRunDetailView.as_view(), name="evaluation-run"),
     path("monitoring-samples/", api.MonitoringSampleIngestView.as_view(), name="monitoring-samples"),
     path("rollouts/", api.RolloutListView.as_view(), name="rollouts"),
     path("rollouts/<slug:slug>/flags/", api.RolloutFlagsView.as_view(), name="rollout-flags"),

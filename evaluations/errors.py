@@ -57,3 +57,33 @@ class InvalidToken(DomainError):
     code = "invalid-token-request"
     status = 422
     title = "The token request is not valid"
+
+
+class JsonTooDeep(DomainError):
+    code = "json-too-deep"
+    status = 400
+    title = "The JSON nests too deeply"
+
+
+class ReferenceNotFound(ProblemWithFields):
+    """The body names something that does not exist (an unknown rollout)."""
+
+    code = "not-found"
+    status = 404
+    title = "The body refers to something that does not exist"
+
+
+class PhaseNotOpen(ProblemWithFields):
+    """The named phase does not take runs or samples in its current state (it has not started)."""
+
+    code = "phase-not-open"
+    status = 409
+    title = "The phase does not accept data in its current state"
+
+
+class InvalidParameter(DomainError):
+    """A query parameter the API cannot read (``?page=abc``)."""
+
+    code = "invalid-parameter"
+    status = 400
+    title = "A parameter cannot be read"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 
+from rollout.forms import BoundedDateField
 from rollout.models import PhaseKind
 
 from .models import METRICS, Arm, Comparator
@@ -13,8 +14,8 @@ from .models import METRICS, Arm, Comparator
 class RunFilterForm(forms.Form):
     phase = forms.ChoiceField(choices=[("", "Any phase"), *PhaseKind.choices], required=False)
     arm = forms.ChoiceField(choices=[("", "Both arms"), *Arm.choices], required=False)
-    since = forms.DateField(required=False, label="Finished from", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="Finished until", widget=forms.DateInput(attrs={"type": "date"}))
+    since = BoundedDateField(required=False, label="Finished from", widget=forms.DateInput(attrs={"type": "date"}))
+    until = BoundedDateField(required=False, label="Finished until", widget=forms.DateInput(attrs={"type": "date"}))
 
     def clean(self):
         data = super().clean()

@@ -20,7 +20,6 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
-from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -149,10 +148,9 @@ class ApiProblemMiddleware:
         if refused is not None:
             return refused
         response = self.get_response(request)
-        if response.status_code == 404 and response.get("Content-Type", "").startswith("text/html"):
-            return problem_response(
-                404, code="not-found", title="Not found", detail="No such API resource.", instance=request.path
-            )
+        if response.status_code >= 400 and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE):
+            # Django's own error pages (a 404 from the resolver, a 400 or 500 raised before the view): as problems.
+            return _html_error_as_problem(request, response)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
@@ -160,14 +158,9 @@ class ApiProblemMiddleware:
             return None
         if database_unavailable(exception):
             return unavailable_response(request, exception)
-        log.exception("API error on %s %s", request.method, request.path)
-        return problem_response(
-            500,
-            code="server-error",
-            title="Internal error",
-            detail="Something went wrong on our side; nothing was stored. The error is logged.",
-            instance=request.path,
-        )
+        request_id = getattr(request, "request_id", "")
+        log.exception("API error on %s %s (request id %s)", request.method, request.path, request_id)
+        return server_error_problem(request)
 
     def _limit_body(self, request: HttpRequest) -> HttpResponse | None:
         """Read the body here, at most ``API_MAX_BODY_BYTES`` + 1 bytes, so that one setting governs the API.
@@ -222,6 +215,40 @@ class ApiProblemMiddleware:
         return None
 
 
+def server_error_problem(request: HttpRequest) -> HttpResponse:
+    """The generic 500 of the API: no internals, only the request id the log line carries."""
+    request_id = getattr(request, "request_id", "")
+    return problem_response(
+        500,
+        code="server-error",
+        title="Internal error",
+        detail="Something went wrong on our side; nothing was stored. The error is logged"
+        + (f" under request id {request_id}." if request_id else "."),
+        instance=request.path,
+    )
+
+
+_HTML_ERRORS = {
+    400: ("bad-request", "Bad request", "The request could not be read."),
+    404: ("not-found", "Not found", "No such API resource."),
+    405: ("method-not-allowed", "Method not allowed", "This resource does not accept that method."),
+}
+
+
+def _html_error_as_problem(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    if response.status_code >= 500:
+        answer = server_error_problem(request)
+    else:
+        code, title, detail = _HTML_ERRORS.get(
+            response.status_code, ("error", "The request could not be carried out", "The request was refused.")
+        )
+        answer = problem_response(response.status_code, code=code, title=title, detail=detail, instance=request.path)
+    for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+        if header in response:
+            answer[header] = response[header]
+    return answer
+
+
 def database_unavailable(exc: BaseException | None) -> bool:
     """The database could not be reached or dropped the connection (not a bad query, not a constraint)."""
     return isinstance(exc, OperationalError | InterfaceError)
@@ -252,14 +279,10 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if database_unavailable(exc):
         return unavailable_response(request, exc)
     if request.path.startswith(API_PREFIX):
-        return problem_response(
-            500,
-            code="server-error",
-            title="Internal error",
-            detail="Something went wrong on our side; nothing was stored. The error is logged.",
-            instance=request.path,
-        )
-    return defaults.server_error(request)
+        return server_error_problem(request)
+    from rollout.views import server_error as page_server_error
+
+    return page_server_error(request)
 
 
 def _read_at_most(stream: Any, size: int, chunk: int = 64 * 1024) -> bytes:

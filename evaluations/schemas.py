@@ -15,9 +15,10 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from rollout.inputs import column_range, datetime_problem
 from rollout.models import CohortKind, PhaseKind
 
-from .models import METRICS, Arm
+from .models import METRICS, Arm, EvaluationRun, MonitoringSample
 
 MAX_RUNS_PER_REQUEST = 500
 MAX_OUTPUTS_PER_RUN = 1000
@@ -54,12 +55,19 @@ class StrictIntegerField(serializers.IntegerField):
 class AwareDateTimeField(serializers.DateTimeField):
     """ISO 8601 with a UTC offset (``Z`` or ``+00:00``); a naive time is ambiguous and refused."""
 
-    default_error_messages = {"naive": "The time needs a UTC offset, e.g. 2026-05-01T12:00:00Z."}
+    default_error_messages = {
+        "naive": "The time needs a UTC offset, e.g. 2026-05-01T12:00:00Z.",
+        "range": "The time is out of the supported range.",
+    }
 
     def to_internal_value(self, value: Any) -> dt.datetime:
         if not isinstance(value, str):
             self.fail("invalid", format="ISO 8601")
-        return super().to_internal_value(value).astimezone(dt.UTC)
+        moment = super().to_internal_value(value)
+        why = datetime_problem(moment)
+        if why:
+            raise serializers.ValidationError(why, code="range")
+        return moment.astimezone(dt.UTC)
 
     def enforce_timezone(self, value: dt.datetime) -> dt.datetime:
         if timezone.is_naive(value):
@@ -143,8 +151,12 @@ class EvaluationRunInSerializer(StrictSerializer):
     cohort = serializers.ChoiceField(choices=CohortKind.choices, required=False, allow_null=True)
     started_at = AwareDateTimeField()
     finished_at = AwareDateTimeField()
-    conversations = StrictIntegerField(min_value=1)
-    guardrail_compensations = StrictIntegerField(min_value=0, help_text="At most ``conversations``.")
+    conversations = StrictIntegerField(min_value=1, max_value=column_range(EvaluationRun, "conversations")[1])
+    guardrail_compensations = StrictIntegerField(
+        min_value=0,
+        max_value=column_range(EvaluationRun, "guardrail_compensations")[1],
+        help_text="At most ``conversations``.",
+    )
     metrics = MetricsSerializer(required=False)
     harness_version = serializers.CharField(max_length=100)
     outputs = serializers.ListField(child=OutputField(), required=False, max_length=MAX_OUTPUTS_PER_RUN)
@@ -183,7 +195,7 @@ class MonitoringSampleInSerializer(StrictSerializer):
     interval_start = AwareDateTimeField()
     interval_end = AwareDateTimeField()
     latency_p95_ms = StrictFloatField(min_value=0.0)
-    requests = StrictIntegerField(min_value=0)
+    requests = StrictIntegerField(min_value=0, max_value=column_range(MonitoringSample, "requests")[1])
 
     def validate(self, attrs: dict) -> dict:
         if attrs["interval_end"] <= attrs["interval_start"]:

@@ -33,6 +33,8 @@ from .errors import (
     InvalidCriteria,
     InvalidToken,
     PayloadInvalid,
+    PhaseNotOpen,
+    ReferenceNotFound,
     RunConflict,
     SampleConflict,
     TokenExpired,
@@ -94,21 +96,24 @@ def _validate(serializer_class, payload: Any, key: str) -> list[dict]:
 
 
 def _resolve_phases(items: Sequence[dict], key: str) -> tuple[dict[str, Rollout], dict[tuple[int, str], Phase]]:
-    """Rollouts and phases named in a batch, in two queries; unknown or unstarted ones are 422s."""
+    """Rollouts and phases named in a batch, in two queries; an unknown rollout is a 404, an unstarted phase 409."""
     slugs = {item["rollout"] for item in items}
     rollouts = {r.slug: r for r in Rollout.objects.filter(slug__in=slugs)}
     phases = {(p.rollout_id, p.kind): p for p in Phase.objects.filter(rollout__in=rollouts.values())}
-    errors = []
+    unknown, closed = [], []
     for index, item in enumerate(items):
         rollout = rollouts.get(item["rollout"])
         if rollout is None:
-            errors.append({"pointer": f"/{key}/{index}/rollout", "message": f"Unknown rollout {item['rollout']!r}."})
+            unknown.append({"pointer": f"/{key}/{index}/rollout", "message": f"Unknown rollout {item['rollout']!r}."})
         elif phases[(rollout.pk, item["phase"])].status == PhaseStatus.PENDING:
-            errors.append(
+            closed.append(
                 {"pointer": f"/{key}/{index}/phase", "message": f"The {item['phase']} phase has not started yet."}
             )
-    if errors:
-        raise PayloadInvalid(f"{len(errors)} invalid field(s); nothing was stored.", errors=errors)
+    # Well-formed data about what is not there (404) or not open (409): the schema cannot say these, the status can.
+    if unknown:
+        raise ReferenceNotFound(f"{len(unknown)} unknown rollout(s); nothing was stored.", errors=unknown + closed)
+    if closed:
+        raise PhaseNotOpen(f"{len(closed)} item(s) for a phase not started; nothing was stored.", errors=closed)
     return rollouts, phases
 
 

@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_safe
 
 from rollout.errors import DomainError
 from rollout.models import Rollout
@@ -29,10 +30,12 @@ def _rollout(slug: str) -> Rollout:
     return get_object_or_404(Rollout, slug=slug)
 
 
+@require_safe
 def index(request: HttpRequest) -> HttpResponse:
     return render(request, "evaluations/index.html", {"page": _page(request, selectors.rollout_index())})
 
 
+@require_safe
 def deltas(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
     report = selectors.deltas(rollout)
@@ -51,6 +54,7 @@ def deltas(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+@require_safe
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
     form = RunFilterForm(request.GET or None)
@@ -72,6 +76,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+@require_safe
 def run_detail(request: HttpRequest, slug: str, run_id: str) -> HttpResponse:
     run = selectors.run_detail(run_id)
     if run.rollout.slug != slug:

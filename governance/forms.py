@@ -7,6 +7,7 @@ import datetime as dt
 from django import forms
 from django.utils.dateparse import parse_date, parse_datetime
 
+from rollout.inputs import datetime_problem
 from rollout.models import Rollout
 from rollout.roles import Role
 
@@ -33,9 +34,12 @@ def parse_utc(value: str) -> dt.datetime:
     if moment is None and day is None:
         raise ValueError(f"“{value}” is not a date or date-time ({UTC_HELP}).")
     if moment is None:
-        return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
+        moment = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    why = datetime_problem(moment)
+    if why:
+        raise ValueError(f"“{value}”: {why}")
     return moment.astimezone(dt.UTC)
 
 

@@ -34,6 +34,7 @@ from rollout.errors import DomainError
 from rollout.history import actor_name, save_tracked
 from rollout.models import FlagExposure, FlagKey, Tenant
 from rollout.roles import require_perm
+from rollout.routes import reserved_segments
 
 from .jobs import Outcome
 from .models import (
@@ -140,8 +141,11 @@ def record_save(
         raise InvalidRecord(f"Art. 30 needs every field; empty: {', '.join(required)}.", field=required[0])
     if not record.retention_period_days or record.retention_period_days < 1:
         raise InvalidRecord("The retention period is at least one day.", field="retention_period_days")
-    if creating and (not record.key or record.key == "new" or ProcessingRecord.objects.filter(key=record.key).exists()):
-        raise InvalidRecord("Each record needs its own key (and not “new”).", field="key")
+    reserved = reserved_segments("compliance/records/")
+    if creating and (
+        not record.key or record.key in reserved or ProcessingRecord.objects.filter(key=record.key).exists()
+    ):
+        raise InvalidRecord("Each record needs its own key (not a word the addresses use, like “new”).", field="key")
     if reviewed:
         record.last_reviewed_at, record.last_reviewed_by_name = timezone.now(), actor_name(actor)
     action = "processing_record.create" if creating else "processing_record.update"

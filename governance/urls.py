@@ -21,7 +21,7 @@ urlpatterns += [
     path("compliance/retention/", views.retention, name="retention"),
     path("compliance/retention/holds/<int:pk>/release/", views.hold_release, name="hold_release"),
     path("compliance/jobs/", views.jobs_page, name="jobs"),
-    path("compliance/jobs/<str:job>/run/", views.job_run_now, name="job_run"),
+    path("compliance/jobs/<ident:job>/run/", views.job_run_now, name="job_run"),
     path("compliance/records/", views.records_list, name="records"),
     path("compliance/records/new/", views.record_create, name="record_create"),
     path("compliance/records/<slug:key>/", views.record_detail, name="record"),
@@ -31,5 +31,5 @@ urlpatterns += [
     path("compliance/reviews/<int:pk>/", views.review_detail, name="review"),
     path("compliance/reviews/<int:pk>/reassign/", views.review_reassign, name="review_reassign"),
     path("rollouts/<slug:slug>/delta-reports/", views.delta_reports, name="delta_reports"),
-    path("rollouts/<slug:slug>/delta-reports/<str:day>/", views.delta_report_detail, name="delta_report"),
+    path("rollouts/<slug:slug>/delta-reports/<ident:day>/", views.delta_report_detail, name="delta_report"),
 ]

@@ -17,7 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
@@ -85,6 +85,7 @@ def sign_off(request: HttpRequest, slug: str) -> HttpResponse:
 # --- Transition requests ---------------------------------------------------------------------------------
 
 
+@require_safe
 def transition_list(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
     page = Paginator(selectors.transition_requests(rollout), settings.PAGE_SIZE).get_page(request.GET.get("page"))
@@ -115,6 +116,7 @@ def transition_create(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "governance/transition_form.html", {"rollout": rollout, "gov": gov, "form": form})
 
 
+@require_safe
 def transition_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     view = selectors.transition_detail(slug, pk)
     return render(
@@ -267,6 +269,7 @@ def _object_types() -> list[str]:
     return [*types, "auth.login", "http.request", "governance.auditevent"]
 
 
+@require_safe
 @permission_required("governance.view_auditevent", raise_exception=True)
 def audit_list(request: HttpRequest) -> HttpResponse:
     return _audit_page(request, AuditFilterForm(request.GET))
@@ -364,6 +367,7 @@ def hold_release(request: HttpRequest, pk: int) -> HttpResponse:
 # --- Compliance: jobs -------------------------------------------------------------------------------------------------
 
 
+@require_safe
 @permission_required("governance.view_jobrun", raise_exception=True)
 def jobs_page(request: HttpRequest) -> HttpResponse:
     job = request.GET.get("job", "")
@@ -421,6 +425,7 @@ def job_run_now(request: HttpRequest, job: str) -> HttpResponse:
 # --- Compliance: data-processing records ------------------------------------------------------------------------------
 
 
+@require_safe
 @permission_required("governance.view_processingrecord", raise_exception=True)
 def records_list(request: HttpRequest) -> HttpResponse:
     return render(
@@ -430,6 +435,7 @@ def records_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@require_safe
 @permission_required("governance.view_processingrecord", raise_exception=True)
 def record_detail(request: HttpRequest, key: str) -> HttpResponse:
     return render(
@@ -501,6 +507,7 @@ def change_decide(request: HttpRequest, key: str, pk: int) -> HttpResponse:
 # --- Compliance: scheduled reviews ------------------------------------------------------------------------------------
 
 
+@require_safe
 @permission_required("governance.view_scheduledreview", raise_exception=True)
 def reviews_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
@@ -567,6 +574,7 @@ def review_reassign(request: HttpRequest, pk: int) -> HttpResponse:
 # --- Daily delta reports ----------------------------------------------------------------------------------------------
 
 
+@require_safe
 @permission_required("governance.view_dailydeltareport", raise_exception=True)
 def delta_reports(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
@@ -581,6 +589,7 @@ def delta_reports(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "governance/delta_reports.html", {"rollout": rollout, "page": page, "rows": rows})
 
 
+@require_safe
 @permission_required("governance.view_dailydeltareport", raise_exception=True)
 def delta_report_detail(request: HttpRequest, slug: str, day: str) -> HttpResponse:
     try:

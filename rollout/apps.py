@@ -6,4 +6,7 @@ class RolloutConfig(AppConfig):
     verbose_name = "Rollouts"
 
     def ready(self) -> None:
-        from . import notifications  # noqa: F401 - connects the rollback notifications
+        # notifications and middleware connect the rollback notifications and the login time.
+        from . import converters, middleware, notifications  # noqa: F401
+
+        converters.register()

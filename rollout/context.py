@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,3 +90,11 @@ def note_refusal(error: Exception) -> None:
     bucket = _refusals.get()
     if bucket is not None:
         bucket.append((current_actor(), error))
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds ``request_id`` to every log record, so an error logged while serving a request names it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _request_id.get() or "-"
+        return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.forms import formset_factory
 
+from .inputs import date_problem
 from .models import (
     PHASE_SEQUENCE,
     CommunicationKind,
@@ -14,6 +15,16 @@ from .models import (
     Tenant,
 )
 from .services import PLAN_FIELDS
+
+
+class BoundedDateField(forms.DateField):
+    """A date inside the supported range (``rollout.inputs``): the calendar arithmetic on it cannot overflow."""
+
+    def validate(self, value):
+        super().validate(value)
+        why = value and date_problem(value)
+        if why:
+            raise forms.ValidationError(why, code="range")
 
 
 class ReasonForm(forms.Form):
@@ -37,7 +48,7 @@ class RolloutCreateForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     expected_impacts = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
-    start_date = forms.DateField(
+    start_date = BoundedDateField(
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text="The deployment calendar is laid out from this date (default: today).",
@@ -81,7 +92,7 @@ class PlanForm(forms.ModelForm):
     def __init__(self, *args, phases=(), **kwargs):
         super().__init__(*args, **kwargs)
         for phase in phases:
-            self.fields[f"start_{phase.kind}"] = forms.DateField(
+            self.fields[f"start_{phase.kind}"] = BoundedDateField(
                 required=False,
                 initial=phase.planned_start,
                 label=f"Planned start: {phase.get_kind_display()}",

@@ -59,6 +59,7 @@ from .models import (
     Tenant,
 )
 from .roles import require_perm
+from .routes import reserved_segments
 
 # --- State machine (design section 3) -------------------------------------------
 
@@ -537,9 +538,11 @@ def cohort_set_tenants(*, cohort: Cohort, tenants: Sequence[Tenant], actor: Any,
 
 
 def _unique_slug(name: str) -> str:
+    """A free slug from the name; a word the URLs use where the slug goes (``new``) gets a suffix too."""
     base = slugify(name)[:70] or "rollout"
+    reserved = reserved_segments("rollouts/")
     slug, n = base, 2
-    while Rollout.objects.filter(slug=slug).exists():
+    while slug in reserved or Rollout.objects.filter(slug=slug).exists():
         slug, n = f"{base}-{n}", n + 1
     return slug
 
@@ -572,6 +575,8 @@ def rollout_create_from_playbook(
     if not name:
         raise InvalidPlan("A rollout needs a name.", field="name")
     if slug:
+        if slug in reserved_segments("rollouts/"):
+            raise InvalidPlan(f"The slug {slug!r} is a word the dashboard's addresses use.", field="slug")
         if Rollout.objects.filter(slug=slug).exists():
             raise InvalidPlan(f"The slug {slug!r} is taken.", field="slug")
     else:

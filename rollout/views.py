@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from . import selectors, services
 from .errors import DomainError
@@ -48,6 +48,7 @@ def _rollout(slug: str) -> Rollout:
     return get_object_or_404(Rollout, slug=slug)
 
 
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     page = _page(request, selectors.rollout_list())
     for rollout in page.object_list:
@@ -84,12 +85,14 @@ def rollout_create(request: HttpRequest) -> HttpResponse:
     return render(request, "rollout/rollout_form.html", {"form": form})
 
 
+@require_safe
 def rollout_detail(request: HttpRequest, slug: str) -> HttpResponse:
     detail = selectors.rollout_detail(slug)
     panels = _panels(rollout_panels, request=request, rollout=detail.rollout)
     return render(request, "rollout/rollout_detail.html", {"d": detail, "rollout": detail.rollout, "panels": panels})
 
 
+@require_safe
 def rollout_status(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "rollout/status.html", {"s": selectors.status_page(slug)})
 
@@ -223,6 +226,7 @@ def rollback(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+@require_safe
 def incident_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     incident = selectors.incident_detail(slug, pk)
     return render(
@@ -235,7 +239,10 @@ def incident_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_POST
 @permission_required("rollout.change_incident", raise_exception=True)
 def incident_step_tick(request: HttpRequest, slug: str, pk: int, step_pk: int) -> HttpResponse:
-    step = get_object_or_404(IncidentStep.objects.select_related("incident"), pk=step_pk, incident_id=pk)
+    # Through all three: the step of this incident of this rollout, never another rollout's.
+    step = get_object_or_404(
+        IncidentStep.objects.select_related("incident"), pk=step_pk, incident_id=pk, incident__rollout__slug=slug
+    )
     try:
         services.incident_tick_step(step=step, actor=request.user)
     except DomainError as exc:
@@ -259,6 +266,7 @@ def incident_close(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return redirect(incident)
 
 
+@require_safe
 def communication_list(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
     page = _page(request, selectors.communications_for(rollout))
@@ -284,6 +292,7 @@ def communication_create(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "rollout/communication_form.html", {"rollout": rollout, "form": form})
 
 
+@require_safe
 def communication_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     comm = get_object_or_404(Communication.objects.select_related("rollout", "author"), rollout__slug=slug, pk=pk)
     return render(request, "rollout/communication_detail.html", {"comm": comm, "rollout": comm.rollout})
@@ -395,6 +404,7 @@ def cohort_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return render(request, "rollout/cohort_form.html", {"rollout": cohort.rollout, "cohort": cohort, "form": form})
 
 
+@require_safe
 def tenant_list(request: HttpRequest) -> HttpResponse:
     return render(request, "rollout/tenant_list.html", {"page": _page(request, selectors.tenant_list())})
 
@@ -418,3 +428,19 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """The 500 page, naming the request id the error was logged under (no internals).
+
+    The API's 500s are problem+json (``evaluations.problems.ApiProblemMiddleware`` converts this page).
+    """
+    request_id = getattr(request, "request_id", "")
+    try:
+        return render(request, "500.html", {"request_id": request_id}, status=500)
+    except Exception:  # the page must not fail as well (e.g. a static file missing from the manifest)
+        return HttpResponse(
+            f"Server error. The error is logged under request id {request_id or '-'}.",
+            status=500,
+            content_type="text/plain; charset=utf-8",
+        )

@@ -7,6 +7,7 @@ not configured, and fails (never skips) in CI (``CI=true``).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import uuid
 from typing import Any
@@ -184,3 +185,30 @@ def api(client, token):
             return client.get(path, **{**self.auth, **extra})
 
     return Api()
+
+
+class CapturingHandler(logging.Handler):
+    """A log handler with the project's request-id filter, as config.settings.LOGGING's console handler has."""
+
+    def __init__(self):
+        from rollout.context import RequestIdLogFilter
+
+        super().__init__(level=logging.ERROR)
+        self.addFilter(RequestIdLogFilter())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def error_log():
+    """ERROR records logged while the test runs, each with the ``request_id`` the settings' filter adds."""
+    from django.conf import settings
+
+    assert settings.LOGGING["handlers"]["console"]["filters"] == ["request_id"]
+    assert "%(request_id)s" in settings.LOGGING["formatters"]["plain"]["format"]
+    handler = CapturingHandler()
+    logging.getLogger().addHandler(handler)
+    yield handler.records
+    logging.getLogger().removeHandler(handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import markdown as md
 import nh3
 from django import template
+from django.conf import settings
 from django.utils.safestring import mark_safe
 
 register = template.Library()
@@ -64,11 +65,26 @@ def badge(value, label=None):
     return {"value": value, "label": label or str(value).replace("_", " "), "css": badge_class(value)}
 
 
+def _own_origin_images(tag: str, attribute: str, value: str) -> str | None:
+    """nh3 attribute filter: an image's ``src`` only from the dashboard itself (a path, or DASHBOARD_URL),
+    so a communication cannot carry a tracking pixel or make a reader's browser call another host."""
+    if tag != "img" or attribute not in {"src", "srcset"}:
+        return value
+    if attribute == "src":
+        if value.startswith("/") and not value.startswith("//") and "\\" not in value:
+            return value
+        origin = settings.DASHBOARD_URL.rstrip("/")
+        if value.startswith(origin + "/"):
+            return value
+    return None
+
+
 @register.filter(name="markdown")
 def render_markdown(text: str) -> str:
-    """Markdown to HTML, then sanitised with nh3 so a body cannot carry script or handlers."""
+    """Markdown to HTML, then sanitised with nh3 so a body cannot carry script or handlers, nor off-host images."""
     html = md.markdown(text or "", extensions=["extra", "sane_lists"], output_format="html")
-    return mark_safe(nh3.clean(html, link_rel="noopener noreferrer"))  # noqa: S308 - nh3 sanitised it
+    cleaned = nh3.clean(html, link_rel="noopener noreferrer", attribute_filter=_own_origin_images)
+    return mark_safe(cleaned)  # noqa: S308 - nh3 sanitised it
 
 
 @register.simple_tag(takes_context=True)

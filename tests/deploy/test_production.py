@@ -52,6 +52,8 @@ def _production_env(**extra: str) -> dict[str, str]:
         CELERY_BROKER_URL=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
         REDIS_URL=os.environ.get("REDIS_URL", ""),
         PYTHONUNBUFFERED="1",
+        # Its own API throttle budgets in the shared Redis (token ids repeat across fresh databases).
+        API_THROTTLE_KEY_PREFIX=f"rgd-production-test-{uuid.uuid4().hex}",
     )
     env.update(extra)
     return env
@@ -254,6 +256,22 @@ def test_gunicorn_serves_the_login_page_with_its_static_files(gunicorn_port):
     assert (status, headers["Location"]) == (301, f"https://127.0.0.1:{gunicorn_port}/login/")
 
 
+def _header_problems(headers: http.client.HTTPMessage) -> list[str]:
+    """What a logged-in 200 lacks of the headers every authenticated response carries."""
+    problems = []
+    if "no-store" not in (headers.get("Cache-Control") or ""):
+        problems.append("no Cache-Control: no-store")
+    if (headers.get("Content-Type") or "").startswith("text/html"):
+        csp = {
+            d.split()[0]: d.split()[1:] for d in (headers.get("Content-Security-Policy") or "").split(";") if d.strip()
+        }
+        if csp.get("script-src") != ["'self'"]:
+            problems.append(f"script-src {csp.get('script-src')}")
+        if not headers.get("Permissions-Policy"):
+            problems.append("no Permissions-Policy")
+    return problems
+
+
 def test_every_page_of_the_demo_data_answers_200_through_gunicorn(gunicorn_port, demo_database_url, static_root):
     listing = json.loads(
         _run(
@@ -286,6 +304,9 @@ def test_every_page_of_the_demo_data_answers_200_through_gunicorn(gunicorn_port,
                     break
         if status == 200:
             outcomes["200"].append(path)
+            problems = _header_problems(headers)
+            if problems:
+                outcomes["failed"].append(f"{name} {path}: {problems}")
         elif status == 405 and "GET" not in headers.get("Allow", ""):
             outcomes["post-only"].append(path)
         else:

@@ -285,9 +285,7 @@ def test_chunked_body_on_a_server_that_cannot_end_it_is_411(api, canary, client)
         ),
         ({"guardrail_compensations": 101}, "/runs/0/guardrail_compensations", "Cannot exceed conversations"),
         ({"conversations": 0}, "/runs/0/conversations", "greater than or equal to 1"),
-        ({"rollout": "no-such-rollout"}, "/runs/0/rollout", "Unknown rollout"),
         ({"phase": "staging"}, "/runs/0/phase", "not a valid choice"),
-        ({"phase": "limited_beta"}, "/runs/0/phase", "has not started yet"),
         ({"metrics": {"task_success_rate": 1.5}}, "/runs/0/metrics/task_success_rate", "less than or equal to 1"),
         ({"metrics": {"latency_p95_ms": "fast"}}, "/runs/0/metrics/latency_p95_ms", "A number is required"),
         ({"conversations": True}, "/runs/0/conversations", "An integer is required"),
@@ -303,6 +301,24 @@ def test_validation_errors_are_422_with_a_pointer_per_field(api, canary, change,
     response = api.post(URL, {"runs": [{**good, **change}]})
     body = assert_problem(response, 422, "validation-error")
     assert any(e["pointer"] == pointer and fragment in e["message"] for e in body["errors"]), body["errors"]
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code", "pointer", "fragment"),
+    [
+        ({"rollout": "no-such-rollout"}, 404, "not-found", "/runs/0/rollout", "Unknown rollout"),
+        ({"phase": "limited_beta"}, 409, "phase-not-open", "/runs/0/phase", "has not started yet"),
+    ],
+)
+def test_schema_valid_runs_about_what_is_not_there_are_404_or_409_not_422(
+    api, canary, change, status, code, pointer, fragment
+):
+    """Finding 10: well-formed data the schema cannot refuse gets a status the schema documents for it."""
+    response = api.post(URL, {"runs": [{**run(canary.slug), **change}]})
+    body = assert_problem(response, status, code)
+    assert body["errors"] == [{"pointer": pointer, "message": body["errors"][0]["message"]}]
+    assert fragment in body["errors"][0]["message"]
     assert_nothing_stored()
 
 

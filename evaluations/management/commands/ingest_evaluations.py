@@ -8,7 +8,6 @@ as duplicates.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -16,6 +15,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from rollout.context import Actor, acting_as
+from rollout.inputs import InputRejected, load_json
 
 from ...errors import ProblemWithFields
 from ...schemas import MAX_RUNS_PER_REQUEST
@@ -44,10 +44,15 @@ class Command(BaseCommand):
                 if not line.strip():
                     continue
                 try:
-                    batch.append((number, json.loads(line)))
-                except json.JSONDecodeError as exc:
+                    batch.append((number, load_json(line)))
+                except InputRejected as exc:
+                    if exc.code == "malformed-json":
+                        raise CommandError(
+                            f"Line {number}: not valid JSON ({exc.__cause__}). Nothing of this batch stored."
+                        ) from exc
+                    where = "; ".join(f"{e['pointer'] or '/'}: {e['message']}" for e in exc.errors)
                     raise CommandError(
-                        f"Line {number}: not valid JSON ({exc.msg}). Nothing of this batch stored."
+                        f"Line {number}: {exc.message}{f' ({where})' if where else ''} Nothing of this batch stored."
                     ) from exc
                 lines_read += 1
                 if len(batch) == batch_size:

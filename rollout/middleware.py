@@ -1,0 +1,67 @@
+"""Session lifetimes and the no-store rule for authenticated responses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib.auth import logout
+from django.contrib.auth.signals import user_logged_in
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
+from django.utils.cache import add_never_cache_headers
+
+# Keys in the session (underscore: never a form field).
+LOGIN_AT = "_session_login_at"
+SEEN_AT = "_session_seen_at"
+# The last-seen time is written at most this often, so a page view does not always write the session.
+SEEN_RESOLUTION_SECONDS = 60
+
+
+@receiver(user_logged_in, dispatch_uid="rollout-session-login-at")
+def _stamp_login(sender: object, request: HttpRequest | None, **kwargs: object) -> None:
+    if request is not None and hasattr(request, "session"):
+        now = int(time.time())
+        request.session[LOGIN_AT] = now
+        request.session[SEEN_AT] = now
+
+
+class SessionLifetimeMiddleware:
+    """Logs a user out after ``SESSION_IDLE_TIMEOUT_SECONDS`` without a request and, whatever the
+    activity, ``SESSION_ABSOLUTE_LIFETIME_SECONDS`` after the login. Goes after AuthenticationMiddleware;
+    the login-required middleware then sends the request to the login page."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            now = int(time.time())
+            session = request.session
+            login_at = session.setdefault(LOGIN_AT, now)
+            seen_at = session.get(SEEN_AT, now)
+            if (
+                now - seen_at >= settings.SESSION_IDLE_TIMEOUT_SECONDS
+                or now - login_at >= settings.SESSION_ABSOLUTE_LIFETIME_SECONDS
+            ):
+                logout(request)  # flushes the session and makes request.user anonymous
+            elif now - seen_at >= SEEN_RESOLUTION_SECONDS or SEEN_AT not in session:
+                session[SEEN_AT] = now
+        return self.get_response(request)
+
+
+class NoStoreWhenAuthenticatedMiddleware:
+    """``Cache-Control: no-store`` (with Django's never-cache set) on every response to a logged-in user
+    or to an API token, so no browser or proxy cache keeps governance data."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if (user is not None and user.is_authenticated) or "HTTP_AUTHORIZATION" in request.META:
+            add_never_cache_headers(response)
+        return response

@@ -1,0 +1,78 @@
+"""Schemathesis hooks for the API suite: the documented rules JSON Schema cannot state.
+
+A schema can say a field is a date-time; it cannot say "finished_at is not
+before started_at", "not in the future", "compensations at most conversations"
+or "interval_end after interval_start". The API documents these in the
+operation descriptions and answers 422 for them. For positive cases only,
+these hooks move generated values into those rules, so that the
+``positive_data_acceptance`` check judges what the schema can promise;
+negative cases are left untouched. The rollout named in positive bodies is
+the suite's real rollout half of the time, so ingestion is exercised past the
+lookup (an unknown rollout is a documented 404).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import schemathesis
+
+ROLLOUT = os.environ.get("RGD_SCHEMATHESIS_ROLLOUT", "")
+_EARLY = "2026-01-01T00:00:00+00:00"
+
+
+def _moment(value) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("z", "Z"))
+        return moment.astimezone(dt.UTC) if moment.tzinfo else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _fix_pair(item: dict, start_key: str, end_key: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    start, end = _moment(item.get(start_key)), _moment(item.get(end_key))
+    lowest = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+    if start is None or end is None or not (lowest <= start < end <= now):
+        item[start_key], item[end_key] = _EARLY, (now - dt.timedelta(seconds=30)).isoformat()
+
+
+def _fix_run(item: dict, index: int) -> None:
+    _fix_pair(item, "started_at", "finished_at")
+    conversations = item.get("conversations")
+    if isinstance(conversations, int) and isinstance(item.get("guardrail_compensations"), int):
+        item["guardrail_compensations"] = min(item["guardrail_compensations"], conversations)
+    outputs = item.get("outputs")
+    if isinstance(outputs, list):
+        # conversation_id is unique within a run (documented); make generated ones so.
+        for n, output in enumerate(outputs):
+            if isinstance(output, dict):
+                output["conversation_id"] = f"{str(output.get('conversation_id', 'c'))[:180]}-{n}"
+    if ROLLOUT and index % 2 == 0:
+        item["rollout"] = ROLLOUT
+
+
+def _fix_sample(item: dict, index: int) -> None:
+    _fix_pair(item, "interval_start", "interval_end")
+    if ROLLOUT and index % 2 == 0:
+        item["rollout"] = ROLLOUT
+
+
+@schemathesis.hook
+def map_case(ctx, case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or not isinstance(case.body, dict):
+        return case
+    for key, fix in (("runs", _fix_run), ("samples", _fix_sample)):
+        items = case.body.get(key)
+        if isinstance(items, list):
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    fix(item, index)
+            if key == "runs":
+                # run_id is unique within a request with other content (documented 409); keep them distinct.
+                for index, item in enumerate(items):
+                    if isinstance(item, dict) and isinstance(item.get("run_id"), str):
+                        item["run_id"] = f"{item['run_id'][:190]}.{index}"
+    return case
