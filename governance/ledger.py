@@ -437,7 +437,8 @@ def verify(records: Iterable[Mapping[str, Any]], *, segment: bool = False, allow
     return VerifyResult(True, count, first, last, gaps=gaps)
 
 
-def database_records(chunk_size: int = 2000) -> Iterator[dict[str, Any]]:
+def database_records(chunk_size: int = 20_000) -> Iterator[dict[str, Any]]:
+    # Large chunks: a server-side cursor round trip per 20,000 entries, not per 2,000.
     return _records(AuditEvent.objects.all(), chunk_size)
 
 
@@ -471,6 +472,34 @@ def csv_row(record: Mapping[str, Any]) -> list[str]:
     return [_csv_cell(name, record[name]) for name in RECORD_FIELDS]
 
 
+_AT = RECORD_FIELDS.index("at")
+_JSON_INDEXES = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in JSON_FIELDS)
+_INT_INDEXES = tuple(i for i, name in enumerate(RECORD_FIELDS) if name in INT_FIELDS)
+_TEXT_INDEXES = tuple(
+    i for i, name in enumerate(RECORD_FIELDS) if name not in JSON_FIELDS and name not in INT_FIELDS and name != "at"
+)
+_DANGEROUS = frozenset(CSV_DANGEROUS_PREFIXES)
+
+
+def _csv_rows(queryset: QuerySet[AuditEvent], chunk_size: int) -> Iterator[list[Any]]:
+    """Rows as ``csv_row`` makes them, straight from the database tuples: no dict and no call per cell
+    (the CSV export of a million entries spent most of its time there). The csv module writes None as ""."""
+    for row in queryset.order_by("sequence").values_list(*RECORD_FIELDS).iterator(chunk_size=chunk_size):
+        cells = list(row)
+        cells[_AT] = format_at(cells[_AT])
+        for i in _JSON_INDEXES:
+            if cells[i] is not None:
+                cells[i] = csv_escape(canonical_json(cells[i]))
+        for i in _TEXT_INDEXES:
+            value = cells[i]
+            if value and value[0] in _DANGEROUS:
+                cells[i] = "'" + value
+        for i in _INT_INDEXES:
+            if cells[i] is not None and cells[i] < 0:
+                cells[i] = "'" + str(cells[i])
+        yield cells
+
+
 def _records(queryset: QuerySet[AuditEvent], chunk_size: int) -> Iterator[dict[str, Any]]:
     # Plain rows rather than model instances: the export touches every row once.
     at = RECORD_FIELDS.index("at")
@@ -484,18 +513,22 @@ def export_chunks(queryset: QuerySet[AuditEvent], fmt: str, *, chunk_size: int =
     """The export as text chunks: a server-side cursor feeds batches, so memory stays flat."""
     if fmt not in ("csv", "jsonl"):
         raise ValueError(f"Unknown export format {fmt!r}")
-    records = _records(queryset, chunk_size)
     if fmt == "csv":
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(RECORD_FIELDS)
-        yield buffer.getvalue()
-    while batch := list(islice(records, 500)):
-        if fmt == "csv":
-            buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\n").writerows(csv_row(r) for r in batch)
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(RECORD_FIELDS)
+        rows = _csv_rows(queryset, chunk_size)
+        while batch := list(islice(rows, 2000)):
+            writer.writerows(batch)
             yield buffer.getvalue()
-        else:
-            yield "".join(canonical_json(r) + "\n" for r in batch)
+            buffer.seek(0)
+            buffer.truncate()
+        if buffer.tell():
+            yield buffer.getvalue()
+        return
+    records = _records(queryset, chunk_size)
+    while batch := list(islice(records, 2000)):
+        yield "".join(canonical_json(r) + "\n" for r in batch)
 
 
 def _record_from_csv(row: Mapping[str, str]) -> dict[str, Any]:
