@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format migrate seed worker beat web bench clean
+.PHONY: help run test lint format migrate seed worker beat web bench faults clean
 
 help:
 	@echo "make run     start web app + Celery worker + beat on http://127.0.0.1:8000 (Ctrl-C stops all)"
 	@echo "make test    run the whole test suite"
 	@echo "make lint    ruff check, ruff format --check, makemigrations --check"
 	@echo "make bench   run the benchmarks on PostgreSQL (DATABASE_URL); a table of figure/reference/ratio/target rows"
+	@echo "make faults  the fault-injection suite: real PostgreSQL, its own Redis, gunicorn, worker and beat"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,11 @@ format: $(STAMP)
 
 bench: $(STAMP) var
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The fault-injection suite (issue 11): its own redis-server, gunicorn, Celery worker and beat on loopback, a
+# throw-away PostgreSQL database; stops by itself. FAULTS_ARGS="redis storm" runs some scenarios only.
+faults: $(STAMP) var
+	$(BIN)/python -m faults $(FAULTS_ARGS)
 
 clean:
 	rm -rf var staticfiles .pytest_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 from django.db import connection
@@ -11,9 +12,9 @@ from django.test.utils import setup_databases, teardown_databases
 
 @contextlib.contextmanager
 def bench_database() -> Iterator[None]:
-    """Create ``<name>_bench`` with all migrations, run, then drop it."""
-    base = connection.settings_dict.get("TEST", {}).get("NAME") or connection.settings_dict["NAME"]
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"{base.removesuffix('_bench')}_bench"
+    """Create ``<name>_bench_<pid>`` with all migrations, run, then drop it (two runs at once never collide)."""
+    base = connection.settings_dict["NAME"]
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"{base}_bench_{os.getpid()}"
     old = setup_databases(verbosity=0, interactive=False, keepdb=False)
     try:
         yield

@@ -119,14 +119,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # A connection the server dropped (a restart, pg_terminate_backend) is replaced at the next request.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 USING_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+# Seconds a client is told to wait (Retry-After of the 503) when the database cannot be reached.
+DATABASE_RETRY_AFTER_SECONDS = env.int("DATABASE_RETRY_AFTER_SECONDS", default=5)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            # Redis's cache, but a Redis outage reads as a miss and a failed write (config/cache.py): pages and
+            # throttling degrade instead of failing.
+            "BACKEND": "config.cache.DegradingRedisCache",
+            "LOCATION": REDIS_URL,
+            # Short socket timeouts: a Redis that hangs costs a request at most this, not a worker.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
 else:
     CACHES = {
         "default": {
@@ -228,9 +240,15 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    # Time limits of every task stay below this, so a slow task is never redelivered
-    # while it still runs (see CELERY_TASK_TIME_LIMIT).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A message taken by a worker that died (kill -9 of its main process) goes back to the queue this
+        # many seconds after it was taken. A task still running then is delivered a second time: every task is
+        # safe to run twice, and a job's lock makes the second delivery a no-op (governance/jobs.py).
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
+        # A Redis that does not answer fails a publish within seconds instead of hanging a web request.
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+    }
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=None)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -243,8 +261,26 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Acknowledge after the task ran, and requeue when its worker process is lost: a task killed half-way runs again
+# (every task is idempotent).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Publishing from a web request: fail fast when the broker is down (the outbox keeps the task, rollout/outbox.py)
+# rather than retrying for seconds per request.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# The worker reconnects for ever after a broker outage (and cancels the tasks it cannot acknowledge; they are
+# redelivered).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# The transactional outbox's relay (rollout/outbox.py): the lag of a task published while the broker was down.
+OUTBOX_RELAY_SECONDS = env.int("OUTBOX_RELAY_SECONDS", default=30)
+OUTBOX_RELAY_BATCH = env.int("OUTBOX_RELAY_BATCH", default=500)
 # The beat schedule is static and in UTC; each app adds its jobs here.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    # Sends what the outbox holds (tasks written while the broker was down, webhook retries when due).
+    "rollout-relay-outbox": {"task": "rollout.tasks.relay_outbox", "schedule": float(OUTBOX_RELAY_SECONDS)},
     # Catches a lost evaluate_triggers task (the one scheduled on commit of every ingest).
     "evaluations-sweep-triggers": {"task": "evaluations.tasks.sweep_triggers", "schedule": 300.0},
     # The compliance jobs (governance/jobs.py), daily, in UTC, spread out so they do not compete.
@@ -271,7 +307,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
 # Beat's record of when each job last ran (a shelve file). Its folder is created when beat starts
 # (config.celery_app.Scheduler), so a fresh deployment without var/ runs beat as it is.
 CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
-CELERY_BEAT_SCHEDULER = "config.celery_app:Scheduler"
+CELERY_BEAT_SCHEDULER = "config.celery_app:LeaderScheduler"
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {

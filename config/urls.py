@@ -21,4 +21,5 @@ urlpatterns = [
 
 handler403 = "rollout.views.permission_denied"
 handler404 = "rollout.views.page_not_found"
-handler500 = "rollout.views.server_error"
+# A lost database connection is a 503; everything else goes on to rollout.views.server_error.
+handler500 = "evaluations.problems.server_error"

@@ -11,12 +11,15 @@ from __future__ import annotations
 import io
 import logging
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -153,6 +156,8 @@ class ApiProblemMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not request.path.startswith(API_PREFIX):
             return None
+        if database_unavailable(exception):
+            return unavailable_response(request, exception)
         request_id = getattr(request, "request_id", "")
         log.exception("API error on %s %s (request id %s)", request.method, request.path, request_id)
         return server_error_problem(request)
@@ -242,6 +247,42 @@ def _html_error_as_problem(request: HttpRequest, response: HttpResponse) -> Http
         if header in response:
             answer[header] = response[header]
     return answer
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """The database could not be reached or dropped the connection (not a bad query, not a constraint)."""
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def unavailable_response(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """503 with Retry-After: the API as problem+json, pages as a plain page that needs no database."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+    retry_after = str(settings.DATABASE_RETRY_AFTER_SECONDS)
+    if request.path.startswith(API_PREFIX):
+        response = problem_response(
+            503,
+            code="database-unavailable",
+            title="The database is unavailable",
+            detail="The database could not be reached; retry after the delay in Retry-After. A retried ingest is "
+            "counted as a duplicate if the first attempt was stored.",
+            instance=request.path,
+        )
+    else:
+        response = HttpResponse(render_to_string("503.html"), status=503)
+    response["Retry-After"] = retry_after
+    return response
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: a lost database connection is a 503 (also when a middleware hit it), the rest a 500."""
+    exc = sys.exc_info()[1]
+    if database_unavailable(exc):
+        return unavailable_response(request, exc)
+    if request.path.startswith(API_PREFIX):
+        return server_error_problem(request)
+    from rollout.views import server_error as page_server_error
+
+    return page_server_error(request)
 
 
 def _read_at_most(stream: Any, size: int, chunk: int = 64 * 1024) -> bytes:

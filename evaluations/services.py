@@ -21,6 +21,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from rollout import outbox
 from rollout.history import delete_tracked, save_tracked
 from rollout.models import Cohort, IncidentKind, Phase, PhaseStatus, Rollout, RolloutStatus
 from rollout.roles import require_perm
@@ -52,6 +53,8 @@ from .models import (
     TriggerFiring,
 )
 from .schemas import EvaluationRunBatchSerializer, MonitoringSampleBatchSerializer, error_pointers
+
+EVALUATE_TRIGGERS_TASK = "evaluations.tasks.evaluate_triggers"
 
 log = logging.getLogger(__name__)
 
@@ -276,15 +279,14 @@ def _insert_outputs(rows: list[tuple[int, str, dict, dt.datetime]]) -> None:
 
 
 def _after_commit_runs(rollout_id: int, run_ids: list[int], fields: list[str], actor: Any) -> None:
-    from .tasks import evaluate_triggers
-
     def send() -> None:
         signals.runs_ingested.send(
             sender=EvaluationRun, rollout_id=rollout_id, run_ids=run_ids, telemetry_fields=fields, actor=actor
         )
-        evaluate_triggers.delay(rollout_id)
 
     transaction.on_commit(send)
+    # In the ingest's transaction: the evaluation is sent even if the broker is down at commit time.
+    outbox.enqueue(EVALUATE_TRIGGERS_TASK, args=[rollout_id])
 
 
 def ingest_samples(*, payload: Any, actor: Any = None) -> IngestResult:
@@ -359,15 +361,13 @@ def ingest_samples(*, payload: Any, actor: Any = None) -> IngestResult:
 
 
 def _after_commit_samples(rollout_id: int, sample_ids: list[int], actor: Any) -> None:
-    from .tasks import evaluate_triggers
-
     def send() -> None:
         signals.samples_ingested.send(
             sender=MonitoringSample, rollout_id=rollout_id, sample_ids=sample_ids, actor=actor
         )
-        evaluate_triggers.delay(rollout_id)
 
     transaction.on_commit(send)
+    outbox.enqueue(EVALUATE_TRIGGERS_TASK, args=[rollout_id])
 
 
 # --- Rollback triggers ---------------------------------------------------------------

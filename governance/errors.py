@@ -100,3 +100,15 @@ class InvalidDecision(DomainError):
     code = "invalid-decision"
     status = 422
     title = "A decision is approve or reject"
+
+
+class StaleVersion(DomainError):
+    """The form showed a version (plan hash, request state) that has changed since: nothing is recorded."""
+
+    code = "stale-version"
+    status = 409
+    title = "What you decided on has changed since you loaded it"
+
+    def __init__(self, message: str, *, seen: str, current: str, field: str | None = "version"):
+        super().__init__(message, field=field)
+        self.seen, self.current = seen, current

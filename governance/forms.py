@@ -9,7 +9,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from rollout.inputs import datetime_problem
 from rollout.models import Rollout
-from rollout.roles import Role
+from rollout.roles import Role, user_roles
 
 from .ledger import KNOWN_ACTIONS
 from .models import Decision, LeadRole, LegalHold, ProcessingRecord, ReviewKind, TransitionTarget
@@ -65,7 +65,20 @@ class UTCDateTimeField(forms.Field):
             raise forms.ValidationError(str(exc), code="invalid") from exc
 
 
+class VersionField(forms.CharField):
+    """The version a decision form showed (plan hash or request state), sent back so a stale one is refused."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("widget", forms.HiddenInput)
+        kwargs.setdefault(
+            "error_messages", {"required": "The form did not say which version it showed; reload the page."}
+        )
+        super().__init__(**kwargs)
+
+
 class DecisionForm(forms.Form):
+    version = VersionField()
     role = forms.ChoiceField(choices=LeadRole.choices)
     decision = forms.ChoiceField(choices=Decision.choices)
     comment = forms.CharField(max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 3}))
@@ -80,6 +93,7 @@ class TransitionRequestForm(forms.Form):
 
 
 class ApplyForm(forms.Form):
+    version = VersionField()
     note = forms.CharField(
         max_length=2000,
         required=False,
@@ -277,6 +291,10 @@ class ReviewReassignForm(forms.Form):
     role = forms.ChoiceField(choices=[])
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["role"].choices = [(r.value, r.label) for r in Role if r.value in ASSIGNABLE_ROLES]
+        # Roles the reassigning user holds are not offered (segregation of duties); the service refuses them too.
+        held = user_roles(user) if user is not None else frozenset()
+        self.fields["role"].choices = [
+            (r.value, r.label) for r in Role if r.value in ASSIGNABLE_ROLES and r.value not in held
+        ]

@@ -35,6 +35,7 @@ from django.core.mail import send_mail
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from rollout import outbox
 from rollout.context import current_actor, user_actor
 from rollout.errors import DomainError
 from rollout.roles import Role, require_perm
@@ -65,7 +66,8 @@ class JobSpec:
     job: str
     beat_entry: str
     description: str
-    # Below the Redis visibility timeout (3600 s), so a slow run is never redelivered while it still runs.
+    # A run still going when the Redis visibility timeout passes is delivered again; the lock and the task id
+    # (see run_job) make that second delivery a no-op.
     soft_time_limit: int
     time_limit: int
     destructive: bool = False
@@ -327,6 +329,10 @@ def run_job(
     now = timezone.now()
     when = _parse_when(scheduled_for, now)
     with job_lock(job) as acquired:
+        if job_run_id is None and task_id:
+            # A message redelivered (its worker died, or the visibility timeout passed) keeps its task id:
+            # it continues the run it started instead of starting another.
+            job_run_id = JobRun.objects.filter(job=job, task_id=task_id).values_list("pk", flat=True).first()
         if job_run_id is not None:
             run = JobRun.objects.filter(pk=job_run_id, job=job).first()
             if run is None or run.status in FINISHED_JOB_STATUSES:
@@ -399,6 +405,7 @@ def job_request(
         requested_by_name=name[:150],
         scheduled_for=now,
         queued_at=now,
+        task_id=str(uuid.uuid4()),
     )
     if actor is not None:
         ledger.append(
@@ -410,16 +417,8 @@ def job_request(
             reason=reason.strip() or f"{spec.label}: run now",
             actor=user_actor(actor),
         )
-    run_id = run.pk
-
-    def send() -> None:
-        from . import tasks  # the tasks import this module
-
-        # The task object (not send_task by name) so CELERY_TASK_ALWAYS_EAGER holds in tests.
-        result = getattr(tasks, job).apply_async(kwargs={"job_run_id": run_id})
-        JobRun.objects.filter(pk=run_id, task_id="").update(task_id=result.id or "")
-
-    transaction.on_commit(send)
+    # Through the outbox, in this transaction: the run is queued even if the broker is down at commit time.
+    outbox.enqueue(spec.task_name, kwargs={"job_run_id": run.pk}, task_id=run.task_id)
     return run
 
 

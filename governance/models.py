@@ -708,6 +708,11 @@ class ScheduledReview(models.Model):
         null=True, blank=True, help_text="Monthly drill: did guardrail compensations execute as designed?"
     )
     rbac_changes = models.TextField(blank=True, help_text="Quarterly review: RBAC policy changes decided.")
+    # Segregation of duties: whoever handed the review to another role does not complete it.
+    reassigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reassigned_by_name = models.CharField(max_length=150, blank=True)
 
     history = HistoricalRecords()
 
@@ -731,6 +736,12 @@ class ScheduledReview(models.Model):
                 condition=~Q(kind=ReviewKind.MONTHLY_GUARDRAIL_DRILL, status=ReviewStatus.COMPLETED)
                 | Q(compensations_as_designed__isnull=False),
                 name="review_drill_completed_with_answer",
+            ),
+            models.CheckConstraint(
+                condition=Q(completed_by__isnull=True)
+                | Q(reassigned_by__isnull=True)
+                | ~Q(completed_by=F("reassigned_by")),
+                name="review_not_completed_by_its_reassigner",
             ),
         ]
         indexes = [models.Index(fields=["status", "due_at"], name="review_status_due")]

@@ -18,11 +18,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from rollout.errors import ActionNotAllowed, DomainError
-from rollout.history import save_tracked
+from rollout.history import actor_name, save_tracked
 from rollout.roles import Role, has_role, require_perm
 
 from .jobs import Outcome
-from .models import JobRun, ReviewKind, ReviewStatus, ScheduledReview
+from .models import AuditEvent, JobRun, ReviewKind, ReviewStatus, ScheduledReview
 
 # The most periods one check backfills (a year of weeks).
 MAX_BACKFILL = 60
@@ -68,6 +68,14 @@ class ReviewClosed(DomainError):
     code = "review-closed"
     status = 409
     title = "The review is already completed"
+
+
+class DutiesNotSegregated(DomainError):
+    """Segregation of duties: one person does not both hand a review to a role and complete it."""
+
+    code = "duties-not-segregated"
+    status = 403
+    title = "Whoever reassigns a review neither takes it nor completes it"
 
 
 class InvalidReview(DomainError):
@@ -179,6 +187,10 @@ def review_complete(
         raise ActionNotAllowed(f"Only a member of {ROLE_LABELS[review.assigned_role]} completes this review.")
     if review.status != ReviewStatus.OPEN:
         raise ReviewClosed(f"{review} was already completed by {review.completed_by_name}.")
+    if _reassigned_by(review, actor):
+        raise DutiesNotSegregated(
+            f"You reassigned {review}, so another member of {ROLE_LABELS[review.assigned_role]} completes it."
+        )
     if not notes.strip():
         raise InvalidReview("Completing a review needs notes.", field="notes")
     if review.kind == ReviewKind.MONTHLY_GUARDRAIL_DRILL:
@@ -196,7 +208,7 @@ def review_complete(
         raise InvalidReview("RBAC changes belong to the quarterly security and privacy review.")
     review.status, review.completed_at = ReviewStatus.COMPLETED, timezone.now()
     review.completed_by = actor
-    review.completed_by_name = actor.get_username()
+    review.completed_by_name = actor_name(actor)
     review.notes = notes.strip()
     review.tool_scoring_adjustments = tool_scoring_adjustments.strip()
     review.compensations_as_designed = compensations_as_designed
@@ -217,5 +229,26 @@ def review_reassign(*, review: ScheduledReview, role: str, actor: Any, reason: s
         raise ReviewClosed(f"{review} is completed; it keeps its role.")
     if review.assigned_role == role:
         raise InvalidReview(f"{review} is already assigned to {ROLE_LABELS[role]}.", field="role")
+    if actor is not None and has_role(actor, role):
+        raise DutiesNotSegregated(
+            f"You hold {ROLE_LABELS[role]}: a review is not reassigned to a role of the person reassigning it.",
+            field="role",
+        )
     review.assigned_role = role
+    if actor is not None:
+        review.reassigned_by, review.reassigned_by_name = actor, actor_name(actor)
     return save_tracked(review, action="review.reassign", actor=actor, reason=reason.strip())
+
+
+def _reassigned_by(review: ScheduledReview, actor: Any) -> bool:
+    """Whether ``actor`` reassigned this review, now or at any earlier reassignment (the ledger remembers)."""
+    if actor is None:
+        return False
+    if review.reassigned_by_id == actor.pk:
+        return True
+    return AuditEvent.objects.filter(
+        action="review.reassign",
+        object_type="governance.scheduledreview",
+        object_id=str(review.pk),
+        actor_user_id=actor.pk,
+    ).exists()

@@ -122,6 +122,24 @@ def plan_content(rollout: Rollout) -> dict[str, Any]:
     }
 
 
+def short_version(version: str) -> str:
+    return f"{version[:12]}…" if len(version) > 12 else version
+
+
+def request_version(request: TransitionRequest, approvals: Sequence[TransitionApproval]) -> str:
+    """A transition request's state as a page shows it: status and the decisions in force.
+
+    Decision and apply forms carry it; a void, a new decision or a status change
+    makes another version, and the service refuses a form that shows an older one.
+    """
+    state = {
+        "request": request.pk,
+        "status": request.status,
+        "decisions": sorted([a.pk, a.role, a.decision] for a in approvals if a.voided_at is None),
+    }
+    return hashlib.sha256(canonical_json(state).encode("ascii")).hexdigest()[:20]
+
+
 def plan_hash(rollout: Rollout) -> str:
     """The plan's version: SHA-256 of its canonical JSON."""
     return hashlib.sha256(canonical_json(plan_content(rollout)).encode("ascii")).hexdigest()
@@ -213,6 +231,8 @@ class Gate:
     label: str
     passed: bool
     detail: str
+    # When a failing gate that only needs time (the soak) will pass, if nothing else changes.
+    passes_at: dt.datetime | None = None
 
     @property
     def state(self) -> str:
@@ -284,9 +304,14 @@ def gates_for(
             soak = rollout.canary_soak_hours
             if canary and canary.status == PhaseStatus.ACTIVE and canary.entered_at:
                 hours = _hours(now - canary.entered_at)
+                passes_at = canary.entered_at + dt.timedelta(hours=soak)
                 gates.append(
                     Gate(
-                        "canary_soak", f"Canary active ≥ {soak} h", hours >= soak, f"canary soak {hours} h of {soak} h"
+                        "canary_soak",
+                        f"Canary active ≥ {soak} h",
+                        hours >= soak,
+                        f"canary soak {hours} h of {soak} h",
+                        passes_at=None if hours >= soak else passes_at,
                     )
                 )
             else:
@@ -356,6 +381,10 @@ class TransitionView:
     @property
     def gates_pass(self) -> bool:
         return not failed(self.gates)
+
+    @property
+    def version(self) -> str:
+        return request_version(self.request, self.approvals)
 
     def decidable_roles(self, user) -> list[tuple[str, str]]:
         """Roles ``user`` may decide in now: held, required, undecided; not the requester; no other role taken."""

@@ -23,7 +23,7 @@ from rollout.models import Rollout
 from rollout.roles import has_role, require_perm
 from rollout.services import active_phase, next_target, rollout_advance
 
-from . import ledger
+from . import ledger, manifest
 from .errors import (
     AlreadyApplied,
     CommentRequired,
@@ -40,6 +40,7 @@ from .errors import (
     RoleNotRequired,
     RolloutClosed,
     SelfApprovalForbidden,
+    StaleVersion,
 )
 from .models import (
     PENDING_STATUSES,
@@ -61,6 +62,8 @@ from .selectors import (
     failed,
     gates_for,
     plan_hash,
+    request_version,
+    short_version,
     target_label,
 )
 
@@ -82,8 +85,14 @@ def _check_decision(decision: str, comment: str) -> None:
 
 
 @transaction.atomic
-def plan_sign_off(*, rollout: Rollout, role: str, decision: str, comment: str, actor: Any) -> PlanSignOff:
-    """A lead approves or rejects the current version of the plan, in one role they hold."""
+def plan_sign_off(
+    *, rollout: Rollout, role: str, decision: str, comment: str, actor: Any, version: str | None = None
+) -> PlanSignOff:
+    """A lead approves or rejects the current version of the plan, in one role they hold.
+
+    ``version`` is the plan hash the lead was shown (every form sends it): when
+    the plan has changed since, nothing is recorded (``StaleVersion``).
+    """
     role = str(role)
     if role not in LEAD_ROLE_VALUES:
         raise NotInRole(f"Only the product, support, compliance and SRE leads sign off a plan, not {role!r}.")
@@ -93,7 +102,15 @@ def plan_sign_off(*, rollout: Rollout, role: str, decision: str, comment: str, a
     rollout = _lock(rollout.pk)
     if rollout.is_closed:
         raise RolloutClosed("A completed or cancelled rollout's plan is no longer signed.")
-    version = plan_hash(rollout)
+    current_version = plan_hash(rollout)
+    if version is not None and version != current_version:
+        raise StaleVersion(
+            f"The plan changed since you loaded it: you saw version {short_version(version)}, it is now "
+            f"{short_version(current_version)}. Nothing was recorded; read the current plan and sign again.",
+            seen=version,
+            current=current_version,
+        )
+    version = current_version
     # A plan change that did not announce itself still voids earlier sign-offs.
     _supersede(rollout, version, actor=actor, reason="Plan version changed")
     live = list(PlanSignOff.objects.select_for_update().filter(rollout=rollout, superseded_at__isnull=True))
@@ -186,13 +203,24 @@ def _locked_request(request: TransitionRequest) -> tuple[Rollout, TransitionRequ
 
 @transaction.atomic
 def transition_decide(
-    *, request: TransitionRequest, role: str, decision: str, comment: str, actor: Any
+    *,
+    request: TransitionRequest,
+    role: str,
+    decision: str,
+    comment: str,
+    actor: Any,
+    version: str | None = None,
 ) -> TransitionApproval:
-    """One required role approves or rejects. A rejection rejects the request; the last approval approves it."""
+    """One required role approves or rejects. A rejection rejects the request; the last approval approves it.
+
+    ``version`` is the request's state the decider was shown (``request_version``).
+    """
     role = str(role)
     rollout, request = _locked_request(request)
     if not request.is_pending:
         raise RequestClosed(f"Request #{request.pk} is {request.get_status_display().lower()}; it takes no decisions.")
+    current = list(request.approvals.select_for_update().filter(voided_at__isnull=True))
+    _check_request_version(request, current, version)
     required = approver_config(rollout)[request.target]
     if role not in required:
         raise RoleNotRequired(
@@ -204,7 +232,6 @@ def transition_decide(
     if actor.pk == request.requested_by_id:
         raise SelfApprovalForbidden("You requested this transition, so you cannot decide on it.")
     _check_decision(decision, comment)
-    current = list(request.approvals.select_for_update().filter(voided_at__isnull=True))
     done = next((a for a in current if a.role == role), None)
     if done is not None:
         raise RoleAlreadyDecided(f"{ROLE_LABELS[role]} already decided ({done.approver_name}: {done.decision}).")
@@ -241,7 +268,9 @@ def transition_decide(
 
 
 @transaction.atomic
-def transition_apply(*, request: TransitionRequest, actor: Any, reason: str = "") -> TransitionRequest:
+def transition_apply(
+    *, request: TransitionRequest, actor: Any, reason: str = "", version: str | None = None
+) -> TransitionRequest:
     """Apply an approved request: approvals and every gate re-checked under the rollout's row lock.
 
     Two people pressing at once: the second waits for the lock, then finds the
@@ -254,10 +283,10 @@ def transition_apply(*, request: TransitionRequest, actor: Any, reason: str = ""
         raise AlreadyApplied(f"Request #{request.pk} was already applied by {request.closed_by_name}.")
     if not request.is_pending:
         raise RequestClosed(f"Request #{request.pk} is {request.get_status_display().lower()}.")
+    live = list(request.approvals.filter(voided_at__isnull=True))
+    _check_request_version(request, live, version)
     required = approver_config(rollout)[request.target]
-    approved = set(
-        request.approvals.filter(voided_at__isnull=True, decision=Decision.APPROVE).values_list("role", flat=True)
-    )
+    approved = {a.role for a in live if a.decision == Decision.APPROVE}
     missing = [ROLE_LABELS[r] for r in required if r not in approved]
     if request.status != RequestStatus.APPROVED or missing:
         raise RequestNotApproved("Still waiting for: " + (", ".join(missing) or "approvals") + ".")
@@ -274,6 +303,20 @@ def transition_apply(*, request: TransitionRequest, actor: Any, reason: str = ""
     request.status = RequestStatus.APPLIED
     request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), actor_name(actor), note
     return save_tracked(request, action="transition.apply", actor=actor, reason=note)
+
+
+def _check_request_version(request: TransitionRequest, approvals: list[TransitionApproval], seen: str | None) -> None:
+    if seen is None:
+        return
+    current = request_version(request, approvals)
+    if seen != current:
+        raise StaleVersion(
+            f"Request #{request.pk} changed since you loaded it (now {request.get_status_display().lower()}, "
+            f"{sum(1 for a in approvals if a.decision == Decision.APPROVE)} approval(s) in force; version "
+            f"{short_version(current)}, you saw {short_version(seen)}). Nothing was recorded; review it again.",
+            seen=seen,
+            current=current,
+        )
 
 
 @transaction.atomic
@@ -361,8 +404,8 @@ def audit_export(
     """Record an export in the ledger and return exactly the entries it covers.
 
     The export holds the ledger lock while it counts, so the entry states the
-    rows and the last sequence it covers; entries appended afterwards (this one
-    included) are not part of it.
+    rows and the last sequence it covers, and the manifest (``manifest.of_export``)
+    the file carries; entries appended afterwards (this one included) are not part of it.
     """
     if fmt not in EXPORT_FORMATS:
         raise InvalidAuditFilter(f"Unknown export format {fmt!r}: csv or jsonl.", field="format")
@@ -370,13 +413,20 @@ def audit_export(
     ledger.lock_ledger()
     through = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
     queryset = audit_events(filters).filter(sequence__lte=through)
-    rows = queryset.count()
+    rollout_id = filters.rollout.pk if filters.rollout else None
+    covers = manifest.build(queryset, filters=filters.as_dict(), rollout_id=rollout_id, through=through, fmt=fmt)
     event = ledger.append(
         action="audit.export",
         object_type="governance.auditevent",
         object_repr=f"Audit ledger export ({fmt})",
-        rollout_id=filters.rollout.pk if filters.rollout else None,
-        after={**filters.as_dict(), "format": fmt, "rows": rows, "through_sequence": through},
+        rollout_id=rollout_id,
+        after={
+            **filters.as_dict(),
+            "format": fmt,
+            "rows": covers["rows"],
+            "through_sequence": through,
+            "manifest": covers,
+        },
         reason=reason.strip() or "Audit ledger export",
         actor=user_actor(actor) if actor is not None else None,
     )

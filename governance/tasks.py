@@ -4,7 +4,7 @@ Beat sends each with no arguments (a scheduled run); "run now" and an ingest
 send the id of the ``JobRun`` they queued. Every job's effect is idempotent, so
 the message is acknowledged late and requeued if its worker is lost; the job's
 lock makes a second delivery that arrives while the first still runs a no-op.
-Time limits (``jobs.JOBS``) stay below the broker's visibility timeout.
+A run outlasting the broker's visibility timeout is delivered again; its task id and the lock make that a no-op.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ from rollout.models import Rollout
 from rollout.pagination import decode_int, encode_int, keyset_page
 from rollout.roles import has_role
 
-from . import jobs, ledger, records, reports, reviews, selectors, services
+from . import jobs, ledger, manifest, records, reports, reviews, selectors, services
 from . import retention as retention_services
+from .errors import StaleVersion
 from .forms import (
     ApplyForm,
     ApproversForm,
@@ -154,30 +155,36 @@ def transition_apply(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     form = ApplyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.transition_apply(request=transition, actor=request.user, reason=form.cleaned_data["note"])
+            services.transition_apply(
+                request=transition,
+                actor=request.user,
+                reason=form.cleaned_data["note"],
+                version=form.cleaned_data["version"],
+            )
+        except StaleVersion as exc:
+            messages.error(request, exc.message)
+            return redirect("governance:transition_apply", slug=slug, pk=pk)
         except DomainError as exc:
             messages.error(request, exc.message)
             return redirect(transition)
         messages.success(request, f"Applied: {transition.rollout.name} moved into {transition.get_target_display()}.")
         return redirect(transition.rollout)
+    # The gates and approvals as they are now; the service checks them again under the lock.
+    view = selectors.transition_detail(slug, pk)
+    if request.method == "POST":  # the form did not validate
+        messages.error(request, _first_error(form))
+    form = ApplyForm(initial={"version": view.version, "note": request.POST.get("note", "")})
+    blocked = [g for g in view.gates if not g.passed]
     return render(
         request,
-        "rollout/confirm.html",
+        "governance/apply_confirm.html",
         {
-            "rollout": transition.rollout,
+            "rollout": view.request.rollout,
+            "t": view,
             "form": form,
-            "title": f"Apply request #{transition.pk}: into {transition.get_target_display()}?",
-            "explanation": (
-                "Every approval and automated gate is checked again now. The rollout then moves into "
-                f"{transition.get_target_display()} at once: flag exposure follows the new phase's cohorts"
-                + (
-                    " and guardrail compensations switch to enforce."
-                    if transition.target == "general_availability"
-                    else "."
-                )
-            ),
-            "submit": "Apply now",
-            "danger": True,
+            "blocked": blocked,
+            "can_apply": view.request.status == "approved" and not blocked,
+            "enforce": view.request.target == "general_availability",
         },
     )
 
@@ -291,7 +298,9 @@ def audit_export(request: HttpRequest) -> HttpResponse:
         form.add_error(None, exc.message)
         return _audit_page(request, form)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    response = StreamingHttpResponse(ledger.export_chunks(queryset, fmt), content_type=EXPORT_TYPES[fmt])
+    response = StreamingHttpResponse(
+        ledger.export_chunks(queryset, fmt, manifest=manifest.of_export(event)), content_type=EXPORT_TYPES[fmt]
+    )
     response["Content-Disposition"] = f'attachment; filename="audit-ledger-{stamp}-export{event.sequence}.{fmt}"'
     response["X-Audit-Export-Entry"] = str(event.sequence)
     return response
@@ -525,7 +534,8 @@ def reviews_list(request: HttpRequest) -> HttpResponse:
 @permission_required("governance.view_scheduledreview", raise_exception=True)
 def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     review = selectors.review_detail(pk)
-    can_complete = review.status == "open" and has_role(request.user, review.assigned_role)
+    reassigner = review.reassigned_by_id is not None and review.reassigned_by_id == request.user.pk
+    can_complete = review.status == "open" and has_role(request.user, review.assigned_role) and not reassigner
     complete_form = ReviewCompleteForm(request.POST or None, kind=review.kind) if can_complete else None
     if request.method == "POST":
         if complete_form is None:
@@ -547,7 +557,10 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "spec": reviews.REVIEW_SPECS[review.kind],
             "role_label": reviews.ROLE_LABELS.get(review.assigned_role, review.assigned_role),
             "form": complete_form,
-            "reassign_form": ReviewReassignForm(initial={"role": review.assigned_role}) if can_reassign else None,
+            "reassign_form": ReviewReassignForm(initial={"role": review.assigned_role}, user=request.user)
+            if can_reassign
+            else None,
+            "reassigner": reassigner,
             "overdue": review.status == "open" and review.due_at <= timezone.now(),
         },
         status=400 if complete_form is not None and complete_form.errors else 200,
@@ -558,7 +571,7 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required("governance.reassign_scheduledreview", raise_exception=True)
 def review_reassign(request: HttpRequest, pk: int) -> HttpResponse:
     review = selectors.review_detail(pk)
-    form = ReviewReassignForm(request.POST)
+    form = ReviewReassignForm(request.POST, user=request.user)
     if not form.is_valid():
         messages.error(request, _first_error(form))
     else:

@@ -592,3 +592,31 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number}: {self.status_code or self.error[:40]}"
+
+
+class OutboxMessage(models.Model):
+    """A Celery task to send, written in the transaction of the change that calls for it (rollout/outbox.py).
+
+    The row commits or rolls back with the change, so a task scheduled by a
+    committed write is never lost when the broker is down at commit time: the
+    relay sends it later. Sent rows are deleted.
+    """
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    # The Celery task id to publish under, when the caller records it (a job run's task_id).
+    task_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Not sent before this (a webhook retry's backoff).
+    not_before = models.DateTimeField()
+    # A relay that claimed the row sends it before this; past it, another relay may.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["not_before", "id"], name="outbox_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.task}{tuple(self.args)!r}"

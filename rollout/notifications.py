@@ -32,6 +32,7 @@ from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
+from . import outbox
 from .errors import InvalidPlan
 from .history import save_tracked
 from .models import (
@@ -176,13 +177,13 @@ def stakeholder_emails(rollout: Rollout) -> list[str]:
 
 @receiver(rollout_rolled_back, dispatch_uid="rollout.notifications.notify_rollback")
 def notify_rollback(sender, incident_id: int, **kwargs) -> None:
-    """Runs on commit of the rollback: record the deliveries, then hand the sending to Celery."""
-    from .tasks import deliver_webhook, send_rollback_email
-
-    deliveries = create_deliveries(incident_id=incident_id)
-    send_rollback_email.delay(incident_id)
-    for delivery_id in deliveries:
-        deliver_webhook.delay(delivery_id)
+    """Runs on commit of the rollback: record the deliveries and, in the same transaction, the tasks that send
+    them (the outbox: a broker outage delays them, never drops them)."""
+    with transaction.atomic():
+        deliveries = create_deliveries(incident_id=incident_id)
+        outbox.enqueue("rollout.tasks.send_rollback_email", args=[incident_id])
+        for delivery_id in deliveries:
+            outbox.enqueue("rollout.tasks.deliver_webhook", args=[delivery_id])
 
 
 @transaction.atomic

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from . import notifications
+from . import notifications, outbox
 from .context import Actor, acting_as
 from .models import DeliveryStatus
 
@@ -28,5 +28,18 @@ def deliver_webhook(delivery_id: int) -> str | None:
     if delivery is None:
         return None
     if delivery.status == DeliveryStatus.PENDING and delivery.attempt_count < settings.WEBHOOK_MAX_ATTEMPTS:
-        deliver_webhook.apply_async((delivery_id,), countdown=notifications.retry_countdown(delivery.attempt_count))
+        # Through the outbox: held there until due, so neither a broker outage nor Redis's visibility timeout
+        # (which redelivers countdown messages early) changes the backoff.
+        outbox.enqueue(
+            "rollout.tasks.deliver_webhook",
+            args=[delivery_id],
+            countdown=notifications.retry_countdown(delivery.attempt_count),
+        )
     return delivery.status
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def relay_outbox() -> int:
+    """Send the outbox rows the on-commit attempt could not (broker down) or that became due (a backoff)."""
+    sent, _failed = outbox.relay_pending()
+    return sent

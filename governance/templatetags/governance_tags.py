@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
+import re
 from typing import Any
 from urllib.parse import urlencode
 
 from django import template
 from django.urls import reverse
+from django.utils import timezone
 
 register = template.Library()
 
@@ -21,11 +25,33 @@ def audit_url(obj=None, **filters) -> str:
     return reverse("governance:audit") + ("?" + urlencode(query) if query else "")
 
 
+# An ISO 8601 date-time as the ledger stores it (``2026-12-01T11:12:06.123456+00:00``).
+ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$")
+
+
+def readable_time(value: str) -> str:
+    """An ISO date-time string as people read it, in UTC to the second; anything else unchanged."""
+    if not isinstance(value, str) or not ISO_DATETIME.match(value):
+        return value
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+register.filter("readable_time", readable_time)
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return readable_time(value)
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)
@@ -95,3 +121,21 @@ def num(value, arg=4) -> str:
     if value is None:
         return "—"
     return f"{value:.{_digits(arg)}f}"
+
+
+def in_hours(moment: dt.datetime, now: dt.datetime | None = None) -> str:
+    """How long until ``moment``: "in 31 h" (rounded up), "in 12 min" under an hour."""
+    seconds = (moment - (now or timezone.now())).total_seconds()
+    if seconds <= 0:
+        return "now"
+    if seconds < 3600:
+        return f"in {math.ceil(seconds / 60)} min"
+    return f"in {math.ceil(seconds / 3600)} h"
+
+
+@register.filter
+def passes_text(moment: dt.datetime | None) -> str:
+    """When a gate that waits for time passes: "passes 2026-12-03 08:32 UTC, in 31 h"."""
+    if moment is None:
+        return ""
+    return f"passes {moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, {in_hours(moment)}"

@@ -47,7 +47,7 @@ def test_a_lead_signs_the_plan_and_the_admin_applies_the_approved_request(rollou
     login(page, live_server, "rollout-admin")
     page.goto(f"{live_server.url}{request.get_absolute_url()}")
     page.click("[data-action=apply]")
-    page.wait_for_selector("text=Every approval and automated gate is checked again now.")
+    page.wait_for_selector("text=Every approval and automated gate is checked again when you press the button.")
     page.click("button:has-text('Apply now')")
     page.wait_for_selector(".alert-success")
     assert "moved into Canary (internal QA)" in page.inner_text(".alert-success")

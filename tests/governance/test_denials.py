@@ -11,6 +11,7 @@ from django.test import Client
 
 from governance import denials, ledger, services, tasks
 from governance.models import AuditEvent, DenialWindow, PlanSignOff, TransitionApproval
+from governance.selectors import transition_view
 from rollout.roles import Role
 from tests.conftest import make_user
 
@@ -65,7 +66,8 @@ def test_a_lead_deciding_for_a_role_they_do_not_hold_is_recorded_and_changes_not
     client = client_for(Role.SUPPORT_LEAD)
     url = f"/rollouts/{canary_request.rollout.slug}/transitions/{canary_request.pk}/decide/"
     start, before = top(), row_counts()
-    response = client.post(url, {"role": "product-lead", "decision": "approve", "comment": "ok"})
+    version = transition_view(canary_request).version
+    response = client.post(url, {"role": "product-lead", "decision": "approve", "comment": "ok", "version": version})
     assert response.status_code == 302
     [entry] = new_since(start)
     assert (entry.action, entry.actor_kind, entry.actor_name) == ("auth.rule_refused", "user", "support-lead")
@@ -90,7 +92,7 @@ def test_a_requester_approving_their_own_request_is_recorded_and_changes_nothing
     start, before = top(), row_counts()
     response = client.post(
         f"/rollouts/{ready_rollout.slug}/transitions/{request.pk}/decide/",
-        {"role": "product-lead", "decision": "approve", "comment": "mine"},
+        {"role": "product-lead", "decision": "approve", "comment": "mine", "version": transition_view(request).version},
     )
     assert response.status_code == 302
     [entry] = new_since(start)
@@ -256,11 +258,11 @@ def test_the_beat_task_summarises_closed_windows_once(rollout, client_for, clock
     client = client_for(Role.AUDITOR)
     for _ in range(4):
         assert client.get(f"/rollouts/{rollout.slug}/kill-switch/").status_code == 403
-    assert client_for(Role.SRE_LEAD).get(f"/rollouts/{rollout.slug}/kill-switch/").status_code == 403
+    assert client_for(Role.SUPPORT_LEAD).get(f"/rollouts/{rollout.slug}/kill-switch/").status_code == 403
     start = top()
     assert tasks.summarise_denials() == 0  # the window is still open
     clock.advance(denials.window_seconds())
-    assert tasks.summarise_denials() == 1  # the SRE lead's lone denial needs no summary
+    assert tasks.summarise_denials() == 1  # the support lead's lone denial needs no summary
     [summary] = new_since(start)
     assert (summary.action, summary.actor_name, summary.after["count"]) == ("audit.denials_repeated", "auditor", 4)
     assert tasks.summarise_denials() == 0

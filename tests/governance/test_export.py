@@ -103,8 +103,9 @@ def test_an_exported_csv_escapes_formulas_and_still_verifies(db, tmp_path, clien
     response = client_for(Role.AUDITOR).post("/audit/export/", {"format": "csv"})
     text = body(response)
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == list(ledger.RECORD_FIELDS)
-    evil = rows[1]
+    assert rows[0][0] == "#audit-ledger-export-manifest"  # what the export covers, then the records
+    assert rows[1] == list(ledger.RECORD_FIELDS)
+    evil = rows[2]
     assert evil[ledger.RECORD_FIELDS.index("object_repr")] == "'=cmd|' /C calc'!A0"
     assert evil[ledger.RECORD_FIELDS.index("reason")] == "'@SUM(1+1)*cmd"
     path = tmp_path / "export.csv"
@@ -122,11 +123,15 @@ def test_an_export_streams_the_filtered_entries_and_is_itself_an_entry(rollout, 
     response = client_for(Role.AUDITOR).post("/audit/export/", {"format": "jsonl", "rollout": rollout.slug})
     assert response["Content-Type"] == "application/x-ndjson; charset=utf-8"
     assert response["Content-Disposition"].startswith('attachment; filename="audit-ledger-')
-    lines = [json.loads(line) for line in body(response).splitlines()]
+    header, *lines = [json.loads(line) for line in body(response).splitlines()]
+    assert header["audit_export_manifest"]["rows"] == len(ours)
     assert {r["sequence"] for r in lines} == ours
     assert [r["sequence"] for r in lines] == sorted(ours)  # oldest first
     export = AuditEvent.objects.get(sequence=int(response["X-Audit-Export-Entry"]))
     assert (export.action, export.actor_name, export.rollout_id) == ("audit.export", "auditor", rollout.pk)
+    assert export.after.pop("manifest") == {
+        k: v for k, v in header["audit_export_manifest"].items() if k != "export_entry"
+    }
     assert export.after == {
         "format": "jsonl",
         "rows": len(ours),
@@ -178,16 +183,17 @@ def test_an_unknown_export_format_is_refused(db, client_for):
 def test_the_export_command_writes_stdout_or_a_file_and_is_recorded(rollout, tmp_path):
     out, err = io.StringIO(), io.StringIO()
     call_command("export_audit_log", format="jsonl", rollout=rollout.slug, stdout=out, stderr=err)
-    lines = out.getvalue().splitlines()
+    manifest_line, *lines = out.getvalue().splitlines()
     expected = AuditEvent.objects.filter(rollout_id=rollout.pk).count() - 1  # minus the export entry itself
-    assert len(lines) == expected
+    assert len(lines) == expected and json.loads(manifest_line)["audit_export_manifest"]["rows"] == expected
     export = AuditEvent.objects.order_by("-sequence").first()
     assert export.action == "audit.export" and export.actor_kind == "system"
     assert export.actor_name.startswith("manage.py export_audit_log (")
     assert f"Exported {expected} entries" in err.getvalue()
     path = tmp_path / "ledger.csv"
     call_command("export_audit_log", format="csv", since="2000-01-01", output=str(path), stderr=io.StringIO())
-    assert path.read_text(encoding="utf-8").startswith("sequence,at,actor_kind,")
+    first, second = path.read_text(encoding="utf-8").splitlines()[:2]
+    assert first.startswith("#audit-ledger-export-manifest,") and second.startswith("sequence,at,actor_kind,")
 
 
 @pytest.mark.parametrize(
@@ -209,7 +215,7 @@ def test_verify_file_names_the_first_broken_entry_of_a_segment(db, tmp_path):
     synthetic(20)
     path = tmp_path / "segment.jsonl"
     call_command("export_audit_log", format="jsonl", output=str(path), stderr=io.StringIO())
-    lines = path.read_text().splitlines()[5:15]  # a segment: #6..#15
+    lines = path.read_text().splitlines()[6:16]  # a segment without the manifest line: #6..#15
     path.write_text("\n".join(lines) + "\n")
     out = io.StringIO()
     call_command("verify_audit_log", file=str(path), stdout=out)
@@ -248,14 +254,16 @@ def test_an_export_of_ten_thousand_entries_matches_the_database_and_verifies_off
     assert len(expected) == 10_000
     response = client_for(Role.AUDITOR).post("/audit/export/", {"format": "jsonl", "since": "2000-01-01"})
     text = body(response)
-    exported = [json.loads(line) for line in text.splitlines()]
+    exported = [json.loads(line) for line in text.splitlines()[1:]]
     assert exported == json.loads(json.dumps(expected))
     path = tmp_path / "ledger.jsonl"
     path.write_text(text, encoding="utf-8")
     out = io.StringIO()
     call_command("verify_audit_log", file=str(path), stdout=out)
     assert out.getvalue() == (
-        f"Audit ledger intact: 10000 entries, first #1 {expected[0]['hash']}, last #10000 {expected[-1]['hash']}.\n"
+        f"Audit ledger intact: 10000 entries, first #1 {expected[0]['hash']}, last #10000 {expected[-1]['hash']}. "
+        "Matches its manifest: export of since 2000-01-01T00:00:00+00:00, ledger through #10000, "
+        "recorded as ledger entry #10001.\n"
     )
     export = AuditEvent.objects.get(sequence=10_001)
     assert (export.action, export.after["rows"], export.after["through_sequence"]) == ("audit.export", 10_000, 10_000)

@@ -7,6 +7,7 @@ from django.contrib.messages import get_messages
 
 from governance import ledger, services
 from governance.models import AuditEvent, Decision, PlanSignOff, TransitionRequest
+from governance.selectors import plan_hash, transition_view
 from rollout import services as rollout_services
 from rollout.roles import Role
 from tests.conftest import make_user
@@ -138,7 +139,8 @@ def test_auditors_and_reviewers_and_leads_read_the_audit_log(db, client_for):
 def test_a_lead_signs_off_from_the_rollout_page(rollout, client_for):
     client = client_for(Role.COMPLIANCE_LEAD)
     response = client.post(
-        f"/rollouts/{rollout.slug}/sign-off/", {"role": "compliance-lead", "decision": "approve", "comment": "ok"}
+        f"/rollouts/{rollout.slug}/sign-off/",
+        {"role": "compliance-lead", "decision": "approve", "comment": "ok", "version": plan_hash(rollout)},
     )
     assert response.status_code == 302 and response["Location"].endswith("#sign-off")
     assert messages_of(response)[0].startswith("Plan approved as Compliance lead (version ")
@@ -148,11 +150,15 @@ def test_a_lead_signs_off_from_the_rollout_page(rollout, client_for):
 def test_a_refused_rule_is_a_message_and_writes_nothing(rollout, client_for):
     client = client_for(Role.COMPLIANCE_LEAD)
     start = top()
-    response = client.post(f"/rollouts/{rollout.slug}/sign-off/", {"role": "compliance-lead", "decision": "reject"})
+    v = plan_hash(rollout)
+    url = f"/rollouts/{rollout.slug}/sign-off/"
+    response = client.post(url, {"role": "compliance-lead", "decision": "reject", "version": v})
     assert messages_of(response) == ["A rejection needs a comment saying why."]
-    response = client.post(f"/rollouts/{rollout.slug}/sign-off/", {"role": "product-lead", "decision": "approve"})
+    response = client.post(url, {"role": "product-lead", "decision": "approve", "version": v})
     assert messages_of(response) == ["Only a member of Product lead signs off for that role."]
-    response = client.post(f"/rollouts/{rollout.slug}/sign-off/", {"role": "nonsense", "decision": "approve"})
+    response = client.post(url, {"role": "compliance-lead", "decision": "approve"})
+    assert messages_of(response) == ["Version: The form did not say which version it showed; reload the page."]
+    response = client.post(url, {"role": "nonsense", "decision": "approve", "version": v})
     assert messages_of(response)[0].startswith("Role: Select a valid choice")
     # Bad input writes nothing; the refusal of the actor (not in that role) is the one ledger entry.
     [entry] = AuditEvent.objects.filter(sequence__gt=start)
@@ -179,11 +185,14 @@ def test_request_decide_and_apply_through_the_pages(ready_rollout, client_for, u
 
     for role in (Role.PRODUCT_LEAD, Role.SRE_LEAD):
         response = client_for(role).post(
-            f"/rollouts/{slug}/transitions/{req.pk}/decide/", {"role": role.value, "decision": "approve"}
+            f"/rollouts/{slug}/transitions/{req.pk}/decide/",
+            {"role": role.value, "decision": "approve", "version": transition_view(req).version},
         )
         assert messages_of(response) == [f"Recorded: {role.label} approves."]
+        req.refresh_from_db()
     response = client_for(Role.SRE_LEAD).post(
-        f"/rollouts/{slug}/transitions/{req.pk}/decide/", {"role": "sre-lead", "decision": "approve"}
+        f"/rollouts/{slug}/transitions/{req.pk}/decide/",
+        {"role": "sre-lead", "decision": "approve", "version": transition_view(req).version},
     )
     assert messages_of(response) == [f"Request #{req.pk} is approved; it takes no decisions."] or messages_of(response)[
         0
@@ -192,10 +201,13 @@ def test_request_decide_and_apply_through_the_pages(ready_rollout, client_for, u
     admin = client_for(ADMIN)
     confirm = admin.get(f"/rollouts/{slug}/transitions/{req.pk}/apply/")
     assert confirm.status_code == 200 and "Apply now" in confirm.content.decode()
-    response = admin.post(f"/rollouts/{slug}/transitions/{req.pk}/apply/", {"note": "Go"})
+    req.refresh_from_db()
+    response = admin.post(
+        f"/rollouts/{slug}/transitions/{req.pk}/apply/", {"note": "Go", "version": transition_view(req).version}
+    )
     assert response["Location"] == ready_rollout.get_absolute_url()
     assert messages_of(response) == [f"Applied: {ready_rollout.name} moved into Canary (internal QA)."]
-    response = admin.post(f"/rollouts/{slug}/transitions/{req.pk}/apply/", {"note": "Again"})
+    response = admin.post(f"/rollouts/{slug}/transitions/{req.pk}/apply/", {"note": "Again", "version": "x"})
     assert messages_of(response)[0].startswith(f"Request #{req.pk} was already applied")
     assert ledger.verify(ledger.database_records()).ok
 

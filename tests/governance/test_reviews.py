@@ -205,3 +205,71 @@ def test_the_job_reports_the_previous_utc_day(in_canary):
     report = DailyDeltaReport.objects.get()
     assert report.report_date == run.scheduled_for.date() - dt.timedelta(days=1)
     assert run.summary == f"Reports of {report.report_date:%Y-%m-%d}: 1 stored ({in_canary.slug})."
+
+
+# --- Segregation of duties (issue 9 seam 5) ---------------------------------------------------------------------------
+
+
+def test_a_review_is_not_reassigned_to_a_role_the_reassigner_holds(open_reviews, users, client_for):
+    weekly = open_reviews[W]
+    dual = make_user("dual", Role.COMPLIANCE_REVIEWER, Role.SRE_LEAD)
+    before = AuditEvent.objects.count()
+    with pytest.raises(reviews.DutiesNotSegregated) as caught:
+        reviews.review_reassign(review=weekly, role=Role.SRE_LEAD, actor=dual, reason="I will do it myself")
+    assert caught.value.message == (
+        "You hold SRE lead: a review is not reassigned to a role of the person reassigning it."
+    )
+    weekly.refresh_from_db()
+    assert (weekly.assigned_role, weekly.reassigned_by_id) == (Role.PRODUCT_LEAD, None)
+    assert AuditEvent.objects.count() == before
+    # The page does not offer the reassigner's own roles, and a forged post is refused with the message.
+    client = client_for(Role.COMPLIANCE_REVIEWER)
+    client.force_login(dual)
+    page = client.get(weekly.get_absolute_url()).content.decode()
+    assert 'value="sre-lead"' not in page.split('data-form="reassign"')[1] and 'value="support-lead"' in page
+    response = client.post(f"/compliance/reviews/{weekly.pk}/reassign/", {"role": "sre-lead", "reason": "me"})
+    weekly.refresh_from_db()
+    assert weekly.assigned_role == Role.PRODUCT_LEAD
+    assert response.status_code == 302
+
+
+def test_whoever_reassigned_a_review_cannot_complete_it(open_reviews, users):
+    monthly = open_reviews[M]
+    reviewer = make_user("reviewer-and-support", Role.COMPLIANCE_REVIEWER, Role.SUPPORT_LEAD)
+    reviews.review_reassign(review=monthly, role=Role.PRODUCT_LEAD, actor=reviewer, reason="SRE lead away")
+    monthly.refresh_from_db()
+    assert (monthly.reassigned_by, monthly.reassigned_by_name) == (reviewer, "reviewer-and-support")
+    # Later the reviewer gains the role it was handed to: still not the one who completes it.
+    reviewer.groups.add(*type(reviewer.groups.first()).objects.filter(name=Role.PRODUCT_LEAD))
+    reviewer = type(reviewer).objects.get(pk=reviewer.pk)
+    with pytest.raises(reviews.DutiesNotSegregated):
+        reviews.review_complete(review=monthly, actor=reviewer, notes="done", compensations_as_designed=True)
+    monthly.refresh_from_db()
+    assert monthly.status == "open"
+    reviews.review_complete(
+        review=monthly, actor=users[Role.PRODUCT_LEAD.value], notes="Drill run", compensations_as_designed=True
+    )
+    monthly.refresh_from_db()
+    assert (monthly.status, monthly.completed_by_name) == ("completed", Role.PRODUCT_LEAD.value)
+
+
+def test_the_database_refuses_a_review_completed_by_its_reassigner(open_reviews, users):
+    weekly = open_reviews[W]
+    lead = users[Role.PRODUCT_LEAD.value]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ScheduledReview.objects.filter(pk=weekly.pk).update(
+            reassigned_by=lead, completed_by=lead, status="completed", completed_at=timezone.now(), notes="x"
+        )
+
+
+def test_the_review_page_tells_the_reassigner_someone_else_completes_it(open_reviews, client_for):
+    weekly = open_reviews[W]
+    dual = make_user("dual2", Role.COMPLIANCE_REVIEWER)
+    reviews.review_reassign(review=weekly, role=Role.SRE_LEAD, actor=dual, reason="away")
+    dual.groups.add(*type(dual.groups.first()).objects.filter(name=Role.SRE_LEAD))
+    client = client_for(Role.AUDITOR)
+    client.force_login(dual)
+    page = client.get(weekly.get_absolute_url()).content.decode()
+    assert 'data-form="complete-review"' not in page
+    assert "You reassigned this review, so another member of SRE lead completes it" in page
+    assert client.post(weekly.get_absolute_url(), {"notes": "mine"}).status_code == 403

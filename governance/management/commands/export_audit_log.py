@@ -2,14 +2,15 @@
 
 The same export as the audit page: half-open ``[since, until)`` in UTC, streamed
 from a server-side cursor, recorded in the ledger itself. Writes to stdout
-unless ``--output`` is given.
+unless ``--output`` is given. The first line is the export's manifest (what it
+covers), which ``verify_audit_log --file`` checks.
 """
 
 import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
-from governance import ledger, services
+from governance import ledger, manifest, services
 from governance.forms import parse_utc
 from governance.selectors import AuditFilter
 from rollout.context import Actor, acting_as, new_request_id
@@ -51,7 +52,7 @@ class Command(BaseCommand):
                 queryset, event = services.audit_export(filters=filters, fmt=options["format"])
             except DomainError as exc:
                 raise CommandError(exc.message) from exc
-        chunks = ledger.export_chunks(queryset, options["format"])
+        chunks = ledger.export_chunks(queryset, options["format"], manifest=manifest.of_export(event))
         if options["output"]:
             with open(options["output"], "w", encoding="utf-8", newline="") as out:
                 for chunk in chunks:
