@@ -169,8 +169,18 @@ def _sample(world: World) -> dict[str, Any]:
     }
 
 
+def _request_version(world: World) -> str:
+    from governance.selectors import transition_detail
+
+    return transition_detail(world.rollout.slug, world.request.pk).version
+
+
 def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
-    """A body that a permitted user would send: the refusal must come from who asks, not from what they send."""
+    """A body that a permitted user would send: the refusal must come from who asks, not from what they send.
+
+    Decision forms carry the version they showed (seams-b's stale-version refusal): the current one here."""
+    from governance.selectors import plan_hash
+
     tenants = list(world.rollout.cohorts.order_by("pk").first().memberships.values_list("tenant_id", flat=True))
     bodies = {
         "login": lambda: {"username": "auditor", "password": "pw"},
@@ -203,7 +213,12 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
             "body": "Internal tenants are on the new stack.",
         },
         "rollout:communication_edit": lambda: {"title": "Canary plan", "body": "Internal tenants first."},
-        "governance:sign_off": lambda: {"role": _lead_role(principal), "decision": "reject", "comment": "Hold on."},
+        "governance:sign_off": lambda: {
+            "role": _lead_role(principal),
+            "decision": "reject",
+            "comment": "Hold on.",
+            "version": plan_hash(world.rollout),
+        },
         "governance:approvers": lambda: {
             "roles_canary": ["product-lead", "sre-lead"],
             "roles_limited_beta": [str(r) for r in LEAD_ROLES],
@@ -212,8 +227,13 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
             "reason": "SRE joins every step.",
         },
         "governance:transition_create": lambda: {"justification": "Canary soak done."},
-        "governance:transition_decide": lambda: {"role": _lead_role(principal), "decision": "approve", "comment": ""},
-        "governance:transition_apply": lambda: {"note": "Go."},
+        "governance:transition_decide": lambda: {
+            "role": _lead_role(principal),
+            "decision": "approve",
+            "comment": "",
+            "version": _request_version(world),
+        },
+        "governance:transition_apply": lambda: {"note": "Go.", "version": _request_version(world)},
         "governance:transition_withdraw": lambda: {"reason": "Plan changes first."},
         "governance:audit_export": lambda: {"format": "csv"},
         "governance:retention": lambda: {"rollout": world.rollout.slug, "reason": "Litigation hold."},
