@@ -65,3 +65,25 @@ class NoStoreWhenAuthenticatedMiddleware:
         if (user is not None and user.is_authenticated) or "HTTP_AUTHORIZATION" in request.META:
             add_never_cache_headers(response)
         return response
+
+
+class TrustedProxyMiddleware:
+    """Behind ``TRUSTED_PROXY_COUNT`` reverse proxies, the client is the address the nearest of them saw.
+
+    Lockouts (axes), API throttles and denial sources all read ``REMOTE_ADDR``; behind a TLS proxy
+    that is the proxy itself, so one person's failed logins would lock everyone out. Each trusted
+    proxy appends the address it received from to ``X-Forwarded-For``: the entry that many places
+    from the right is the client, and entries to its left were written by the client and are ignored.
+    With a count of 0 (the default) the header is never read.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+        self.count = settings.TRUSTED_PROXY_COUNT
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.count:
+            hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+            if len(hops) >= self.count:
+                request.META["REMOTE_ADDR"] = hops[-self.count]
+        return self.get_response(request)
