@@ -25,6 +25,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from evaluations import summaries
+from evaluations.demo import CONVERSATIONS, PROFILES
 from evaluations.models import METRIC_KEYS, EvaluationRun, RunOutput
 from evaluations.services import _canonical_hash, _run_content
 from rollout.demo import MAIN_SLUG, SECOND_SLUG
@@ -34,23 +35,6 @@ from . import ledger
 from .models import AuditEvent
 
 EXCERPT = "User: I was charged twice. Assistant: I found both charges and refunded one."
-# arm -> metric -> (mean, sd), as the demo's profiles: clear of both rollback triggers.
-PROFILES = {
-    "baseline": {
-        "task_success_rate": (0.80, 0.015),
-        "latency_p95_ms": (1480.0, 60.0),
-        "cost_per_conversation_usd": (0.052, 0.003),
-        "tool_call_accuracy": (0.885, 0.01),
-    },
-    "candidate": {
-        "task_success_rate": (0.872, 0.015),
-        "latency_p95_ms": (1730.0, 70.0),
-        "cost_per_conversation_usd": (0.066, 0.004),
-        "tool_call_accuracy": (0.93, 0.01),
-        "critic_revision_rate": (0.21, 0.02),
-    },
-}
-CONVERSATIONS = 200
 LEDGER_ACTIONS = (
     ("evaluations.runs_ingested", "evaluations.evaluationrun", "500 evaluation runs", "Ingested"),
     ("update", "rollout.flagexposure", "react_loop for tenant: on", "Transition request into Canary"),
@@ -200,7 +184,7 @@ def _runs(rng: random.Random, count: int, outputs: int, stamp: int, start: dt.da
             phase = phases[min(len(phases) - 1, int(len(phases) * i / count))]
             arm = "candidate" if i % 2 else "baseline"
             cohort = next((c for c in rollout.cohorts.all() if c.kind == "internal"), None) if phase.pk % 2 else None
-            metrics = {k: round(rng.gauss(*v), 4) for k, v in PROFILES[arm].items()}
+            metrics = {k: round(rng.gauss(*v), 4) for k, v in PROFILES[arm].items() if k != "compensation"}
             compensations = rng.randint(0, 6)
             metrics["guardrail_compensation_rate"] = compensations / CONVERSATIONS
             run_id = f"bench-{stamp}-{i:07d}"
