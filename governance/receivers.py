@@ -37,8 +37,12 @@ def ledger_history(sender, instance, history_instance, history_user=None, histor
 
 
 @receiver(plan_changed, dispatch_uid="governance.supersede_sign_offs")
-def supersede_sign_offs(sender, rollout, actor, reason, **kwargs) -> None:
-    services.sign_offs_supersede(rollout=rollout, actor=actor, reason=reason)
+def supersede_sign_offs(sender, rollout, actor, reason, **kwargs) -> dict:
+    """Supersedes the sign-offs of the old version; tells the plan's editor which roles must sign again."""
+    superseded = services.sign_offs_supersede(rollout=rollout, actor=actor, reason=reason)
+    order = {role: i for i, role in enumerate(selectors.LEAD_ROLE_VALUES)}
+    roles = sorted({s.role for s in superseded}, key=lambda r: order.get(r, len(order)))
+    return {"resign_roles": [selectors.ROLE_LABELS.get(r, r) for r in roles]}
 
 
 @receiver(rollout_rolled_back, dispatch_uid="governance.ledger.rollback")

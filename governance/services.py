@@ -140,20 +140,23 @@ def plan_sign_off(
     )
 
 
-def _supersede(rollout: Rollout, version: str, *, actor: Any, reason: str) -> int:
+def _supersede(rollout: Rollout, version: str, *, actor: Any, reason: str) -> list[PlanSignOff]:
     stale = PlanSignOff.objects.select_for_update().filter(rollout=rollout, superseded_at__isnull=True)
     now = timezone.now()
-    count = 0
+    superseded = []
     for sign_off in stale.exclude(plan_hash=version).order_by("id"):
         sign_off.superseded_at, sign_off.superseded_by_hash = now, version
         save_tracked(sign_off, action="signoff.supersede", actor=actor, reason=reason)
-        count += 1
-    return count
+        superseded.append(sign_off)
+    return superseded
 
 
 @transaction.atomic
-def sign_offs_supersede(*, rollout: Rollout, actor: Any, reason: str) -> int:
-    """After a plan change (inside its transaction): sign-offs of other versions stop counting."""
+def sign_offs_supersede(*, rollout: Rollout, actor: Any, reason: str) -> list[PlanSignOff]:
+    """After a plan change (inside its transaction): sign-offs of other versions stop counting.
+
+    Returns the sign-offs it superseded: their roles must sign the new version.
+    """
     return _supersede(rollout, plan_hash(rollout), actor=actor, reason=f"Plan changed: {reason}")
 
 

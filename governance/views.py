@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
+from rollout.confirming import confirm_step, entered, is_confirmed, went_back
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
 from rollout.models import Rollout
@@ -322,7 +323,20 @@ def retention(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if form is None:
             raise PermissionDenied
-        if form.is_valid():
+        if form.is_valid() and not is_confirmed(request) and not went_back(request):
+            return confirm_step(
+                request,
+                title=f"Place a legal hold on {form.cleaned_data['rollout'].name}?",
+                explanation=(
+                    "Its evaluation outputs are kept past the retention period, and the retention job skips them, "
+                    "until a compliance reviewer releases the hold. The hold and its reason go into the audit ledger."
+                ),
+                submit="Place legal hold",
+                back="Edit",
+                cancel=reverse("governance:retention"),
+                rows=entered(form),
+            )
+        if form.is_valid() and is_confirmed(request):
             try:
                 hold = retention_services.legal_hold_place(
                     rollout=form.cleaned_data["rollout"], reason=form.cleaned_data["reason"], actor=request.user
@@ -543,7 +557,21 @@ def review_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         if complete_form is None:
             raise PermissionDenied
-        if complete_form.is_valid():
+        if complete_form.is_valid() and not is_confirmed(request) and not went_back(request):
+            return confirm_step(
+                request,
+                title=f"Complete {review}?",
+                explanation=(
+                    "The review is recorded as completed by you, with the answers below, in its history and the "
+                    "audit ledger. A completed review cannot be reopened."
+                ),
+                submit="Complete review",
+                back="Edit",
+                cancel=review.get_absolute_url(),
+                rows=entered(complete_form),
+                danger=False,
+            )
+        if complete_form.is_valid() and is_confirmed(request):
             try:
                 reviews.review_complete(review=review, actor=request.user, **complete_form.service_kwargs())
             except DomainError as exc:

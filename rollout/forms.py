@@ -44,6 +44,15 @@ class KillSwitchForm(ReasonForm):
     )
 
 
+class IncidentCloseForm(forms.Form):
+    retrospective = forms.CharField(
+        max_length=100_000,
+        widget=forms.Textarea(attrs={"rows": 8}),
+        label="Retrospective (Markdown): metrics, incidents, lessons learned",
+        help_text="Published to the communications log when the incident closes.",
+    )
+
+
 class RolloutCreateForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))

@@ -73,7 +73,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     Role.PRODUCT_LEAD: [*_VIEW_ALL],
     Role.SUPPORT_LEAD: [*_VIEW_ALL, "add_phasefeedback"],
     Role.COMPLIANCE_LEAD: [*_VIEW_ALL],
-    Role.SRE_LEAD: [*_VIEW_ALL],
+    # The incident commander of the escalation matrix: may pull the kill switch (break-glass, recorded like any).
+    Role.SRE_LEAD: [*_VIEW_ALL, "operate_kill_switch"],
     Role.COMPLIANCE_REVIEWER: [*_VIEW_ALL],
     Role.AUDITOR: [*_VIEW_ALL],
 }

@@ -291,3 +291,68 @@ def prelaunch_draft(rollout: Rollout) -> tuple[str, str]:
         *[f"| {c.get_severity_display()} | {c.contact} | {c.role} | {c.channel} |" for c in contacts],
     ]
     return f"Pre-launch announcement: {rollout.name}", "\n".join(lines) + "\n"
+
+
+# --- The kill switch ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FallbackRow:
+    """One member tenant's ``agent_v1_fallback``: on or off, since when, set by whom and why."""
+
+    tenant: Tenant
+    on: bool
+    since: Any  # datetime of the last change, None if it was never set
+    by: str
+    reason: str
+
+
+@dataclass
+class KillSwitchState:
+    rows: list[FallbackRow]
+
+    @property
+    def on_rows(self) -> list[FallbackRow]:
+        return [r for r in self.rows if r.on]
+
+    @property
+    def on_count(self) -> int:
+        return len(self.on_rows)
+
+    @property
+    def total(self) -> int:
+        return len(self.rows)
+
+
+def kill_switch_state(rollout: Rollout) -> KillSwitchState:
+    """``agent_v1_fallback`` for every member tenant, with its last change from the flag's history. Two queries."""
+    flag_id = (
+        FeatureFlag.objects.filter(rollout=rollout, key=FlagKey.AGENT_V1_FALLBACK).values_list("pk", flat=True).first()
+    )
+    exposure = FlagExposure.objects.filter(flag_id=flag_id, tenant_id=OuterRef("pk"))
+    last_change = FlagExposure.history.model.objects.filter(flag_id=flag_id, tenant_id=OuterRef("pk")).order_by(
+        "-history_date", "-history_id"
+    )
+    tenants = (
+        Tenant.objects.filter(memberships__rollout=rollout)
+        .annotate(
+            fallback_on=Subquery(exposure.values("enabled")[:1]),
+            changed_at=Subquery(last_change.values("history_date")[:1]),
+            changed_by=Subquery(last_change.values("history_user__username")[:1]),
+            changed_why=Subquery(last_change.values("history_change_reason")[:1]),
+        )
+        .distinct()
+        .order_by("name", "pk")
+    )
+    return KillSwitchState(
+        rows=[
+            FallbackRow(
+                tenant=t,
+                on=bool(t.fallback_on),
+                since=t.changed_at,
+                by=t.changed_by or ("the system" if t.changed_at else ""),
+                reason=t.changed_why or "",
+            )
+            for t in tenants
+        ]
+    )

@@ -650,6 +650,23 @@ PLAN_FIELDS: tuple[str, ...] = (
 
 
 @transaction.atomic
+@dataclass(frozen=True)
+class PlanUpdate:
+    """What a plan save did: whether anything changed, and which roles' sign-offs the new version superseded."""
+
+    rollout: Rollout
+    changed: bool
+    resign_roles: tuple[str, ...] = ()
+
+
+def _consequences(responses: list[tuple[Any, Any]]) -> tuple[str, ...]:
+    roles: list[str] = []
+    for _receiver, response in responses:
+        if isinstance(response, dict):
+            roles += [r for r in response.get("resign_roles", ()) if r not in roles]
+    return tuple(roles)
+
+
 def rollout_update_plan(
     *,
     rollout: Rollout,
@@ -657,8 +674,8 @@ def rollout_update_plan(
     reason: str,
     planned_starts: Mapping[str, dt.date | None] | None = None,
     **fields: Any,
-) -> Rollout:
-    """Change the deployment calendar and thresholds. Listeners may void plan sign-offs."""
+) -> PlanUpdate:
+    """Change the deployment calendar and thresholds. Listeners may void plan sign-offs (``resign_roles``)."""
     require_perm(actor, "rollout.change_rollout")
     unknown = set(fields) - set(PLAN_FIELDS)
     if unknown:
@@ -688,9 +705,10 @@ def rollout_update_plan(
             phase.planned_start = date
             save_tracked(phase, actor=actor, reason=reason)
             changed = True
+    resign: tuple[str, ...] = ()
     if changed:
-        signals.plan_changed.send(sender=Rollout, rollout=rollout, actor=actor, reason=reason)
-    return rollout
+        resign = _consequences(signals.plan_changed.send(sender=Rollout, rollout=rollout, actor=actor, reason=reason))
+    return PlanUpdate(rollout=rollout, changed=changed, resign_roles=resign)
 
 
 @dataclass(frozen=True)

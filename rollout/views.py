@@ -12,9 +12,11 @@ from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from . import selectors, services
+from .confirming import Entered, confirm_step, entered, is_confirmed, went_back
 from .errors import DomainError
 from .forms import (
     CohortMembersForm,
@@ -22,6 +24,7 @@ from .forms import (
     CommunicationForm,
     EscalationFormSet,
     FeedbackForm,
+    IncidentCloseForm,
     KillSwitchForm,
     PlanForm,
     ReasonForm,
@@ -180,18 +183,8 @@ def kill_switch(request: HttpRequest, slug: str) -> HttpResponse:
             return redirect(rollout)
     return render(
         request,
-        "rollout/confirm.html",
-        {
-            "rollout": rollout,
-            "form": form,
-            "title": "Kill switch: agent_v1_fallback",
-            "explanation": (
-                "Break-glass: takes effect at once, for every tenant of this rollout, without approvals. "
-                "The change and your reason are recorded in the audit ledger."
-            ),
-            "submit": "Apply kill switch",
-            "danger": True,
-        },
+        "rollout/kill_switch.html",
+        {"rollout": rollout, "form": form, "state": selectors.kill_switch_state(rollout)},
     )
 
 
@@ -226,14 +219,18 @@ def rollback(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@require_safe
-def incident_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    incident = selectors.incident_detail(slug, pk)
+def _incident_page(request: HttpRequest, incident, close_form: IncidentCloseForm, *, status: int = 200) -> HttpResponse:
     return render(
         request,
         "rollout/incident_detail.html",
-        {"incident": incident, "rollout": incident.rollout, "close_form": ReasonForm()},
+        {"incident": incident, "rollout": incident.rollout, "close_form": close_form},
+        status=status,
     )
+
+
+@require_safe
+def incident_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    return _incident_page(request, selectors.incident_detail(slug, pk), IncidentCloseForm())
 
 
 @require_POST
@@ -255,14 +252,34 @@ def incident_step_tick(request: HttpRequest, slug: str, pk: int, step_pk: int) -
 @require_POST
 @permission_required("rollout.change_incident", raise_exception=True)
 def incident_close(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Close with a retrospective, after a confirmation page; a refusal shows the page again with the text kept."""
     incident = selectors.incident_detail(slug, pk)
-    retrospective = request.POST.get("retrospective", "")
+    form = IncidentCloseForm(request.POST)
+    if went_back(request):
+        return _incident_page(request, incident, form)
+    if not form.is_valid():
+        return _incident_page(request, incident, form, status=400)
+    if not is_confirmed(request):
+        return confirm_step(
+            request,
+            title=f"Close the incident “{incident.title}”?",
+            explanation=(
+                "The incident closes and the retrospective below is published to the communications log. "
+                "Neither can be undone."
+            ),
+            submit="Close incident",
+            back="Edit the retrospective",
+            cancel=incident.get_absolute_url(),
+            rows=entered(form, markdown=("retrospective",)),
+            rollout=incident.rollout,
+        )
     try:
-        services.incident_close(incident=incident, actor=request.user, retrospective=retrospective)
+        services.incident_close(incident=incident, actor=request.user, retrospective=form.cleaned_data["retrospective"])
     except DomainError as exc:
+        # What they wrote stays in the form; the message says why it was refused.
         messages.error(request, exc.message)
-    else:
-        messages.success(request, "Incident closed; the retrospective is in the communications log.")
+        return _incident_page(request, incident, form, status=400)
+    messages.success(request, "Incident closed; the retrospective is in the communications log.")
     return redirect(incident)
 
 
@@ -282,6 +299,10 @@ def communication_create(request: HttpRequest, slug: str) -> HttpResponse:
         initial["title"], initial["body"] = selectors.prelaunch_draft(rollout)
     form = CommunicationForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
+        if form.cleaned_data["publish"] and went_back(request):
+            return render(request, "rollout/communication_form.html", {"rollout": rollout, "form": form})
+        if form.cleaned_data["publish"] and not is_confirmed(request):
+            return _confirm_publish(request, rollout, form.cleaned_data["title"], form.cleaned_data["body"])
         try:
             comm = services.communication_create(rollout=rollout, actor=request.user, **form.cleaned_data)
         except DomainError as exc:
@@ -313,10 +334,28 @@ def communication_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse
     return render(request, "rollout/communication_form.html", {"rollout": comm.rollout, "form": form, "comm": comm})
 
 
+def _confirm_publish(
+    request: HttpRequest, rollout: Rollout, title: str, body: str, *, cancel: str = ""
+) -> HttpResponse:
+    return confirm_step(
+        request,
+        title=f"Publish “{title}”?",
+        explanation="Once published, the communication is in the log for everyone and can no longer be edited.",
+        submit="Publish",
+        back="" if cancel else "Edit",
+        cancel=cancel or reverse("rollout:communications", args=[rollout.slug]),
+        rows=[Entered("Title", title), Entered("Body", body, markdown=True)],
+        rollout=rollout,
+        danger=False,
+    )
+
+
 @require_POST
 @permission_required("rollout.change_communication", raise_exception=True)
 def communication_publish(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    comm = get_object_or_404(Communication, rollout__slug=slug, pk=pk)
+    comm = get_object_or_404(Communication.objects.select_related("rollout"), rollout__slug=slug, pk=pk)
+    if not is_confirmed(request):
+        return _confirm_publish(request, comm.rollout, comm.title, comm.body, cancel=comm.get_absolute_url())
     try:
         services.communication_publish(communication=comm, actor=request.user)
     except DomainError as exc:
@@ -326,6 +365,24 @@ def communication_publish(request: HttpRequest, slug: str, pk: int) -> HttpRespo
     return redirect(comm)
 
 
+def _names(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def plan_saved_message(update: services.PlanUpdate) -> str:
+    """ "Plan updated." and, when the new version superseded sign-offs, which roles must sign it again."""
+    if not update.changed:
+        return "Nothing changed: the plan is as it was."
+    if not update.resign_roles:
+        return "Plan updated."
+    n = len(update.resign_roles)
+    return (
+        f"Plan updated: {n} sign-off{'s' if n != 1 else ''} superseded. "
+        f"{_names(update.resign_roles)} must sign the new version again."
+    )
+
+
 @permission_required("rollout.change_rollout", raise_exception=True)
 def plan_edit(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
@@ -333,7 +390,7 @@ def plan_edit(request: HttpRequest, slug: str) -> HttpResponse:
     form = PlanForm(request.POST or None, instance=rollout, phases=phases)
     if request.method == "POST" and form.is_valid():
         try:
-            services.rollout_update_plan(
+            update = services.rollout_update_plan(
                 rollout=rollout,
                 actor=request.user,
                 reason=form.cleaned_data["reason"],
@@ -343,7 +400,7 @@ def plan_edit(request: HttpRequest, slug: str) -> HttpResponse:
         except DomainError as exc:
             form.add_error(None, exc.message)
         else:
-            messages.success(request, "Plan updated.")
+            messages.success(request, plan_saved_message(update))
             return redirect(rollout)
     # ModelForm validation writes to the instance; never let it be saved from here.
     rollout.refresh_from_db()

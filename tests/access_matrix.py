@@ -206,13 +206,15 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
         "rollout:checklist_untick": lambda: {"reason": "Evidence link is dead."},
         "rollout:kill_switch": lambda: {"on": "1", "reason": "Refund regression."},
         "rollout:rollback": lambda: {"reason": "Refund regression."},
-        "rollout:incident_close": lambda: {"retrospective": "Root cause: planner loop."},
+        "rollout:incident_close": lambda: {"retrospective": "Root cause: planner loop.", "confirmed": "yes"},
         "rollout:communication_create": lambda: {
             "kind": "status_update",
             "title": "Canary started",
             "body": "Internal tenants are on the new stack.",
         },
         "rollout:communication_edit": lambda: {"title": "Canary plan", "body": "Internal tenants first."},
+        # Confirmed: the second post of the confirmation step (rollout.confirming).
+        "rollout:communication_publish": lambda: {"confirmed": "yes"},
         "governance:sign_off": lambda: {
             "role": _lead_role(principal),
             "decision": "reject",
@@ -236,13 +238,17 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
         "governance:transition_apply": lambda: {"note": "Go.", "version": _request_version(world)},
         "governance:transition_withdraw": lambda: {"reason": "Plan changes first."},
         "governance:audit_export": lambda: {"format": "csv"},
-        "governance:retention": lambda: {"rollout": world.rollout.slug, "reason": "Litigation hold."},
+        "governance:retention": lambda: {
+            "rollout": world.rollout.slug,
+            "reason": "Litigation hold.",
+            "confirmed": "yes",
+        },
         "governance:hold_release": lambda: {"reason": "Investigation closed."},
         "governance:job_run": lambda: {"reason": "Before the audit."},
         "governance:record_create": _record,
         "governance:record_edit": lambda: {**_record(), "key": world.record.key, "name": world.record.name},
         "governance:change_decide": lambda: {"decision": "confirm", "comment": "Listed in the record."},
-        "governance:review": lambda: {"notes": "Drill ran.", "compensations_as_designed": "yes"},
+        "governance:review": lambda: {"notes": "Drill ran.", "compensations_as_designed": "yes", "confirmed": "yes"},
         "governance:review_reassign": lambda: {"role": "product-lead", "reason": "SRE lead on leave."},
         "evaluations:criteria": lambda: {
             "task_success_rate-enabled": "on",

@@ -91,8 +91,8 @@ rollout:checklist_tick         GET  login  405    405    405    405    405    40
 rollout:checklist_tick         POST login  302+   403    403    403    403    403    403   | login
 rollout:checklist_untick       GET  login  200    403    403    403    403    403    403   | login
 rollout:checklist_untick       POST login  302+   403    403    403    403    403    403   | login
-rollout:kill_switch            GET  login  200    403    403    403    403    403    403   | login
-rollout:kill_switch            POST login  302    403    403    403    403    403    403   | login
+rollout:kill_switch            GET  login  200    403    403    403    200    403    403   | login
+rollout:kill_switch            POST login  302    403    403    403    302    403    403   | login
 rollout:rollback               GET  login  200    403    403    403    403    403    403   | login
 rollout:rollback               POST login  302+   403    403    403    403    403    403   | login
 rollout:incident               GET  login  200    200    200    200    200    200    200   | login
@@ -100,7 +100,7 @@ rollout:incident               POST login  405    405    405    405    405    40
 rollout:incident_step          GET  login  405    405    405    405    405    405    405   | login
 rollout:incident_step          POST login  302+   403    403    403    403    403    403   | login
 rollout:incident_close         GET  login  405    405    405    405    405    405    405   | login
-rollout:incident_close         POST login  302    403    403    403    403    403    403   | login
+rollout:incident_close         POST login  400    403    403    403    403    403    403   | login
 rollout:communications         GET  login  200    200    200    200    200    200    200   | login
 rollout:communications         POST login  405    405    405    405    405    405    405   | login
 rollout:communication_create   GET  login  200    403    403    403    403    403    403   | login

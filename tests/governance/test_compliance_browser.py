@@ -36,6 +36,8 @@ def test_a_reviewer_works_through_the_compliance_pages(rollout, users, live_serv
     page.select_option("#id_rollout", rollout.slug)
     page.fill("#id_reason", "Litigation hold LH-7")
     page.click("[data-action=place-hold]")
+    assert "Place a legal hold on" in page.inner_text("h1")  # the confirmation step
+    page.click("[data-action=confirm]")
     page.wait_for_selector(".alert-success")
     assert page.is_visible(f'[data-hold="{rollout.slug}"]')
     assert LegalHold.objects.get().reason == "Litigation hold LH-7"
@@ -67,6 +69,8 @@ def test_a_reviewer_works_through_the_compliance_pages(rollout, users, live_serv
     page.fill("#id_notes", "Scenario 3 (refund loop): compensation fired within 2 s.")
     page.select_option("#id_compensations_as_designed", "yes")
     page.click("[data-action=complete-review]")
+    assert page.inner_text("h1").startswith("Complete ")  # the confirmation step
+    page.click("[data-action=confirm]")
     page.wait_for_selector(".alert-success")
     assert page.inner_text("[data-testid=as-designed]") == "yes"
     drill.refresh_from_db()

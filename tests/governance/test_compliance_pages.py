@@ -142,7 +142,9 @@ def test_a_reviewer_places_and_releases_a_hold_from_the_retention_page(rollout, 
     client = client_for(REVIEWER)
     response = client.post("/compliance/retention/", {"rollout": rollout.slug, "reason": "  "})
     assert response.status_code == 400 and not LegalHold.objects.exists()
-    response = client.post("/compliance/retention/", {"rollout": rollout.slug, "reason": "Subpoena 42"})
+    response = client.post(
+        "/compliance/retention/", {"rollout": rollout.slug, "reason": "Subpoena 42", "confirmed": "yes"}
+    )
     assert response.status_code == 302
     assert last_message(response) == f"Legal hold placed on {rollout.name}: its outputs are kept until released."
     hold = LegalHold.objects.get()
@@ -241,9 +243,13 @@ def test_a_review_is_completed_by_its_role_from_its_page(db, client_for, users):
     page = client.get(drill.get_absolute_url()).content.decode()
     assert 'data-form="complete-review"' in page and "Did guardrail compensations execute as designed?" in page
     assert "Tool-scoring" not in page and "RBAC changes" not in page
-    response = client.post(drill.get_absolute_url(), {"notes": "Drill 6", "compensations_as_designed": ""})
+    response = client.post(
+        drill.get_absolute_url(), {"notes": "Drill 6", "compensations_as_designed": "", "confirmed": "yes"}
+    )
     assert response.status_code == 400 and "yes or no" in response.content.decode()
-    response = client.post(drill.get_absolute_url(), {"notes": "Drill 6", "compensations_as_designed": "yes"})
+    response = client.post(
+        drill.get_absolute_url(), {"notes": "Drill 6", "compensations_as_designed": "yes", "confirmed": "yes"}
+    )
     assert response.status_code == 302
     page = client.get(drill.get_absolute_url()).content.decode()
     assert 'data-testid="as-designed">yes<' in page

@@ -41,7 +41,7 @@ def test_manual_rollback_steps_and_retrospective(client_for, in_canary):
     html = admin.get(incident.get_absolute_url()).content.decode()
     assert html.count("data-step=") == 3
     # Closing before every step is ticked is refused with a message.
-    admin.post(f"{incident.get_absolute_url()}close/", {"retrospective": "Too early"})
+    admin.post(f"{incident.get_absolute_url()}close/", {"retrospective": "Too early", "confirmed": "yes"})
     incident.refresh_from_db()
     assert incident.status == "open"
     for step in incident.steps.filter(done_at__isnull=True):
@@ -49,7 +49,10 @@ def test_manual_rollback_steps_and_retrospective(client_for, in_canary):
     assert [(s.done_by.username if s.done_by else None, s.done_at is not None) for s in incident.steps.all()] == [
         ("rollout-admin", True)
     ] * 3
-    admin.post(f"{incident.get_absolute_url()}close/", {"retrospective": "## What happened\n\nThe planner looped."})
+    admin.post(
+        f"{incident.get_absolute_url()}close/",
+        {"retrospective": "## What happened\n\nThe planner looped.", "confirmed": "yes"},
+    )
     incident.refresh_from_db()
     assert incident.status == "closed"
     retro = incident.retrospective

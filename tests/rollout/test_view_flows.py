@@ -90,10 +90,12 @@ def test_prelaunch_draft_then_publish(admin_client, rollout):
     assert comm.is_draft
     detail = admin_client.get(comm.get_absolute_url()).content.decode()
     assert "<table>" in detail and "Publish" in detail  # Markdown tables rendered
-    admin_client.post(reverse("rollout:communication_publish", args=[rollout.slug, comm.pk]))
+    admin_client.post(reverse("rollout:communication_publish", args=[rollout.slug, comm.pk]), {"confirmed": "yes"})
     comm.refresh_from_db()
     assert comm.published_at is not None
-    again = admin_client.post(reverse("rollout:communication_publish", args=[rollout.slug, comm.pk]), follow=True)
+    again = admin_client.post(
+        reverse("rollout:communication_publish", args=[rollout.slug, comm.pk]), {"confirmed": "yes"}, follow=True
+    )
     assert "already published" in again.content.decode()
 
 
@@ -103,12 +105,12 @@ def test_manual_rollback_from_the_page_then_steps_and_retrospective(admin_client
     incident = rollout.incidents.get()
     assert response["Location"] == incident.get_absolute_url()
     close_url = reverse("rollout:incident_close", args=[rollout.slug, incident.pk])
-    early = admin_client.post(close_url, {"retrospective": "## What happened"}, follow=True)
+    early = admin_client.post(close_url, {"retrospective": "## What happened", "confirmed": "yes"}, follow=True)
     assert "Every rollback step must be ticked" in early.content.decode()
     for step in incident.steps.filter(done_at__isnull=True):
         admin_client.post(reverse("rollout:incident_step", args=[rollout.slug, incident.pk, step.pk]))
     assert not incident.steps.filter(done_at__isnull=True).exists()
-    admin_client.post(close_url, {"retrospective": "## What happened\nRefund flows looped."})
+    admin_client.post(close_url, {"retrospective": "## What happened\nRefund flows looped.", "confirmed": "yes"})
     incident.refresh_from_db()
     assert incident.status == IncidentStatus.CLOSED
     assert incident.retrospective.kind == "retrospective"

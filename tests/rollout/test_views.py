@@ -32,7 +32,9 @@ def test_login_and_logout(client, users):
     assert "didn't match" in bad.content.decode()
 
 
-ADMIN_ONLY_MARKERS = ['data-action="kill-switch"', 'data-action="rollback"', 'data-action="tick"', "Edit plan"]
+ADMIN_ONLY_MARKERS = ['data-action="rollback"', 'data-action="tick"', "Edit plan"]
+# The SRE lead, incident commander of the escalation matrix, may pull the kill switch too (issue 9, seam 8).
+KILL_SWITCH_ROLES = (Role.ROLLOUT_ADMIN, Role.SRE_LEAD)
 
 
 @pytest.mark.parametrize("role", [r.value for r in Role])
@@ -41,6 +43,7 @@ def test_rollout_page_shows_only_the_actions_a_role_may_use(client_for, rollout,
     html = client_for(role).get(rollout.get_absolute_url()).content.decode()
     for marker in ADMIN_ONLY_MARKERS:
         assert (marker in html) is (role == Role.ROLLOUT_ADMIN), (role, marker)
+    assert ('data-action="kill-switch"' in html) is (role in KILL_SWITCH_ROLES), role
     assert ("Draft pre-launch announcement" in html) is (role == Role.ROLLOUT_ADMIN)
 
 
@@ -52,12 +55,13 @@ def test_forbidden_posts_answer_403_and_change_nothing(client_for, rollout, role
         client.post(
             reverse("rollout:checklist_tick", args=[rollout.slug, item.pk]), {"evidence_url": "https://e.example.com"}
         ),
-        client.post(reverse("rollout:kill_switch", args=[rollout.slug]), {"on": "1", "reason": "stop"}),
         client.post(reverse("rollout:rollback", args=[rollout.slug]), {"reason": "stop"}),
         client.post(reverse("rollout:create"), {"name": "Sneaky"}),
         client.post(reverse("rollout:plan_edit", args=[rollout.slug]), {"latency_sla_ms": 1}),
     ]
-    assert [r.status_code for r in responses] == [403] * 5
+    if role not in KILL_SWITCH_ROLES:
+        responses.append(client.post(reverse("rollout:kill_switch", args=[rollout.slug]), {"on": "1", "reason": "x"}))
+    assert [r.status_code for r in responses] == [403] * len(responses)
     assert "Not allowed" in responses[0].content.decode()
     item.refresh_from_db()
     assert item.completed_at is None
