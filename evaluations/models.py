@@ -89,7 +89,7 @@ class Arm(models.TextChoices):
 class EvaluationRun(models.Model):
     """One execution of the harness on one arm in one phase: the playbook's "evaluation cycle"."""
 
-    run_id = models.CharField(max_length=200, unique=True)
+    run_id = models.CharField("run ID", max_length=200, unique=True)
     rollout = models.ForeignKey(Rollout, on_delete=models.PROTECT, related_name="evaluation_runs")
     phase = models.ForeignKey(Phase, on_delete=models.PROTECT, related_name="evaluation_runs")
     arm = models.CharField(max_length=10, choices=Arm.choices)
@@ -102,8 +102,8 @@ class EvaluationRun(models.Model):
     # The catalogue's metrics; None when the run did not report one.
     task_success_rate = models.FloatField(null=True, blank=True)
     guardrail_compensation_rate = models.FloatField(null=True, blank=True)
-    latency_p95_ms = models.FloatField(null=True, blank=True)
-    cost_per_conversation_usd = models.FloatField(null=True, blank=True)
+    latency_p95_ms = models.FloatField("latency p95 (ms)", null=True, blank=True)
+    cost_per_conversation_usd = models.FloatField("cost per conversation (USD)", null=True, blank=True)
     tool_call_accuracy = models.FloatField(null=True, blank=True)
     critic_revision_rate = models.FloatField(null=True, blank=True)
     # SHA-256 of the canonical payload: a resent run_id with other content is a conflict.
@@ -146,7 +146,7 @@ class RunOutput(models.Model):
     """
 
     run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="outputs")
-    conversation_id = models.CharField(max_length=200)
+    conversation_id = models.CharField("conversation ID", max_length=200)
     data = models.JSONField()
     # Copied from the run so retention can select by age with one index, without a join.
     run_finished_at = models.DateTimeField()
@@ -167,7 +167,7 @@ class MonitoringSample(models.Model):
     phase = models.ForeignKey(Phase, on_delete=models.PROTECT, related_name="monitoring_samples")
     interval_start = models.DateTimeField()
     interval_end = models.DateTimeField()
-    latency_p95_ms = models.FloatField()
+    latency_p95_ms = models.FloatField("latency p95 (ms)")
     requests = models.PositiveIntegerField()
     ingested_at = models.DateTimeField(auto_now_add=True)
 

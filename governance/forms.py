@@ -139,7 +139,7 @@ class AuditFilterForm(forms.Form):
     actor = forms.CharField(max_length=150, required=False, help_text="User name, token or task, exactly.")
     action = forms.CharField(max_length=60, required=False)
     object_type = forms.CharField(max_length=100, required=False, help_text="e.g. rollout.phase")
-    object_id = forms.CharField(max_length=64, required=False)
+    object_id = forms.CharField(max_length=64, required=False, label="Object ID")
 
     def clean(self):
         data = super().clean()
@@ -147,7 +147,7 @@ class AuditFilterForm(forms.Form):
         if since and until and since >= until:
             raise forms.ValidationError("“From” must be before “Until”: the range is [from, until).")
         if data.get("object_id") and not data.get("object_type"):
-            self.add_error("object_type", "Give the object type with the object id.")
+            self.add_error("object_type", "Give the object type with the object ID.")
         return data
 
     def filters(self) -> AuditFilter:

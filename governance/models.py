@@ -249,17 +249,17 @@ class AuditEvent(models.Model):
     at = models.DateTimeField()
     actor_kind = models.CharField(max_length=10)
     actor_name = models.CharField(max_length=150)
-    actor_user_id = models.BigIntegerField(null=True, blank=True)
-    actor_token_id = models.BigIntegerField(null=True, blank=True)
+    actor_user_id = models.BigIntegerField("actor user ID", null=True, blank=True)
+    actor_token_id = models.BigIntegerField("actor token ID", null=True, blank=True)
     action = models.CharField(max_length=60)
     object_type = models.CharField(max_length=100)
-    object_id = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField("object ID", max_length=64, blank=True)
     object_repr = models.CharField(max_length=300, blank=True)
-    rollout_id = models.BigIntegerField(null=True, blank=True)
+    rollout_id = models.BigIntegerField("rollout ID", null=True, blank=True)
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     reason = models.TextField(blank=True)
-    request_id = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField("request ID", max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
 
@@ -301,8 +301,8 @@ class DenialWindow(models.Model):
     first_sequence = models.BigIntegerField(null=True, blank=True)  # the first entry, once appended
     actor_kind = models.CharField(max_length=10)
     actor_name = models.CharField(max_length=150)
-    actor_user_id = models.BigIntegerField(null=True, blank=True)
-    actor_token_id = models.BigIntegerField(null=True, blank=True)
+    actor_user_id = models.BigIntegerField("actor user ID", null=True, blank=True)
+    actor_token_id = models.BigIntegerField("actor token ID", null=True, blank=True)
 
     class Meta:
         default_permissions = ()
@@ -368,7 +368,7 @@ class JobRun(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     requested_by_name = models.CharField(max_length=150, blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
+    task_id = models.CharField("task ID", max_length=64, blank=True)
     scheduled_for = models.DateTimeField(help_text="The beat slot it ran for, or when it was requested.")
     queued_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
@@ -483,7 +483,7 @@ class RetentionReceipt(models.Model):
     job_run = models.ForeignKey(JobRun, on_delete=models.PROTECT, null=True, blank=True, related_name="receipts")
     scheduled_for = models.DateTimeField()
     cutoff = models.DateTimeField(help_text="Outputs of runs that finished before this were expired.")
-    retention_days = models.PositiveIntegerField()
+    retention_days = models.PositiveIntegerField("retention (days)")
     dry_run = models.BooleanField(default=False)
     status = models.CharField(max_length=12, choices=ReceiptStatus.choices, default=ReceiptStatus.RUNNING)
     rows_matched = models.PositiveBigIntegerField(
@@ -494,7 +494,7 @@ class RetentionReceipt(models.Model):
     runs_marked = models.PositiveIntegerField(default=0, help_text="Runs whose outputs are now all purged.")
     batches = models.PositiveIntegerField(default=0)
     batch_size = models.PositiveIntegerField()
-    longest_batch_ms = models.PositiveIntegerField(default=0)
+    longest_batch_ms = models.PositiveIntegerField("longest batch (ms)", default=0)
     held_rollouts = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -544,7 +544,9 @@ class ProcessingRecord(models.Model):
     transfers = models.TextField(
         help_text="Transfers to third countries or international organisations and their safeguards (Art. 30(1)(e))."
     )
-    retention_period_days = models.PositiveIntegerField(help_text="Time limit for erasure, in days (Art. 30(1)(f)).")
+    retention_period_days = models.PositiveIntegerField(
+        "retention period (days)", help_text="Time limit for erasure, in days (Art. 30(1)(f))."
+    )
     retention_policy_applies = models.BooleanField(
         default=True,
         help_text="The data are raw evaluation outputs purged by the retention job: the period must match the policy.",
@@ -660,7 +662,7 @@ class ScanCursor(models.Model):
     """How far the records job has scanned each source (the highest settled primary key)."""
 
     source = models.CharField(max_length=20, choices=TelemetrySource.choices, unique=True)
-    last_id = models.BigIntegerField(default=0)
+    last_id = models.BigIntegerField("last ID", default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -59,6 +59,7 @@ class Rollout(models.Model):
     )
     # Rollback thresholds (design section 4; playbook defaults).
     guardrail_compensation_threshold = models.DecimalField(
+        "guardrail compensation threshold (ratio)",
         max_digits=5,
         decimal_places=4,
         default=Decimal("0.0500"),
@@ -66,18 +67,28 @@ class Rollout(models.Model):
         help_text="A candidate run breaches when compensations / conversations is above this.",
     )
     guardrail_breach_runs = models.PositiveSmallIntegerField(
-        default=2, validators=[MinValueValidator(1)], help_text="Consecutive breaching runs that fire the trigger."
+        "guardrail trigger: consecutive breaching runs",
+        default=2,
+        validators=[MinValueValidator(1)],
+        help_text="Consecutive breaching runs that fire the trigger.",
     )
     latency_sla_ms = models.PositiveIntegerField(
-        default=2000, validators=[MinValueValidator(1)], help_text="SLA for the p95 latency of a monitoring interval."
+        "latency SLA (ms)",
+        default=2000,
+        validators=[MinValueValidator(1)],
+        help_text="SLA for the p95 latency of a monitoring interval.",
     )
     latency_breach_intervals = models.PositiveSmallIntegerField(
-        default=3, validators=[MinValueValidator(1)], help_text="Consecutive breaching intervals that fire the trigger."
+        "latency trigger: consecutive breaching intervals",
+        default=3,
+        validators=[MinValueValidator(1)],
+        help_text="Consecutive breaching intervals that fire the trigger.",
     )
     canary_soak_hours = models.PositiveSmallIntegerField(
-        default=48, help_text="How long canary must run before limited beta."
+        "canary soak (hours)", default=48, help_text="How long canary must run before limited beta."
     )
     ga_consecutive_runs = models.PositiveSmallIntegerField(
+        "GA consecutive runs",
         default=5,
         validators=[MinValueValidator(1)],
         help_text="Consecutive limited-beta candidate runs meeting every success criterion before GA.",
@@ -332,7 +343,7 @@ class ChecklistItem(models.Model):
     key = models.SlugField(max_length=80)
     title = models.CharField(max_length=300)
     order = models.PositiveSmallIntegerField()
-    evidence_url = models.URLField(max_length=500, blank=True)
+    evidence_url = models.URLField("evidence URL", max_length=500, blank=True)
     completed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -528,7 +539,7 @@ class WebhookEndpoint(models.Model):
 
     rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="webhook_endpoints")
     name = models.CharField(max_length=100)
-    url = models.URLField(max_length=500, help_text="http(s) URL receiving a Slack-compatible JSON body.")
+    url = models.URLField("URL", max_length=500, help_text="http(s) URL receiving a Slack-compatible JSON body.")
     secret_encrypted = models.TextField(help_text="The HMAC-SHA256 signing secret, encrypted at rest.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -558,7 +569,7 @@ class WebhookDelivery(models.Model):
 
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="webhook_deliveries")
-    delivery_id = models.UUIDField(unique=True)
+    delivery_id = models.UUIDField("delivery ID", unique=True)
     event = models.CharField(max_length=40)
     body = models.TextField()
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
@@ -583,7 +594,7 @@ class WebhookAttempt(models.Model):
     at = models.DateTimeField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
-    duration_ms = models.PositiveIntegerField()
+    duration_ms = models.PositiveIntegerField("duration (ms)")
     succeeded = models.BooleanField()
 
     class Meta:
@@ -606,7 +617,7 @@ class OutboxMessage(models.Model):
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     # The Celery task id to publish under, when the caller records it (a job run's task_id).
-    task_id = models.CharField(max_length=64, blank=True)
+    task_id = models.CharField("task ID", max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Not sent before this (a webhook retry's backoff).
     not_before = models.DateTimeField()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from typing import Any
 from urllib.parse import urlencode
 
 from django import template
 from django.urls import reverse
 from django.utils import timezone
+
+from rollout.templatetags.rollout_tags import readable_time, readable_times
 
 register = template.Library()
 
@@ -25,23 +26,7 @@ def audit_url(obj=None, **filters) -> str:
     return reverse("governance:audit") + ("?" + urlencode(query) if query else "")
 
 
-# An ISO 8601 date-time as the ledger stores it (``2026-12-01T11:12:06.123456+00:00``).
-ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$")
-
-
-def readable_time(value: str) -> str:
-    """An ISO date-time string as people read it, in UTC to the second; anything else unchanged."""
-    if not isinstance(value, str) or not ISO_DATETIME.match(value):
-        return value
-    try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
+# Shared with the rollout pages (incident evidence): one way to show a stored date-time.
 register.filter("readable_time", readable_time)
 
 
@@ -53,7 +38,7 @@ def _show(value: Any) -> str:
     if isinstance(value, str):
         return readable_time(value)
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return json.dumps(readable_times(value), ensure_ascii=False, sort_keys=True)
     return str(value)
 
 

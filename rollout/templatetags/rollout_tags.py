@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from typing import Any
+
 import markdown as md
 import nh3
 from django import template
@@ -93,3 +97,39 @@ def page_url(context, page_number) -> str:
     query = context["request"].GET.copy()
     query["page"] = page_number
     return "?" + query.urlencode()
+
+
+# An ISO 8601 date-time as JSON data and the ledger store it (``2026-12-01T11:12:06.123456+00:00``).
+ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$")
+
+
+def readable_time(value: Any) -> Any:
+    """A date-time (an ISO string from stored JSON, or a datetime) as people read it: ``2026-12-01 11:12:06 UTC``.
+
+    To the second, in UTC, like the ledger it is compared with; anything that is not a date-time is returned
+    unchanged, so it can be applied to every value of a table of evidence.
+    """
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, str) and ISO_DATETIME.match(value):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    else:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def readable_times(value: Any) -> Any:
+    """``readable_time`` through nested lists and dicts (JSON data with date-times inside)."""
+    if isinstance(value, dict):
+        return {k: readable_times(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [readable_times(v) for v in value]
+    return readable_time(value)
+
+
+register.filter("readable_time", readable_time)
