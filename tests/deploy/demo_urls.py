@@ -200,7 +200,9 @@ def collect() -> dict:
             empty.append(name)
         urls.extend({"name": name, "path": path} for path in found)
     urls.extend({"name": name, "path": path} for name, path in _admin_urls())
-    _token, raw = api_token_create(name=f"walk-{os.getpid()}", scopes=["ingest", "read", "flags", "metrics"], actor=None)
+    _token, raw = api_token_create(
+        name=f"walk-{os.getpid()}", scopes=["ingest", "read", "flags", "metrics"], actor=None
+    )
     return {"urls": urls, "unresolved": unresolved, "empty": empty, "token": raw}
 
 
