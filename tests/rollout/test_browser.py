@@ -31,7 +31,7 @@ def test_each_demo_user_sees_home_and_rollout_pages(live_server, role_groups, br
         assert page.locator(".phase[data-kind=canary] .badge[data-state=active]").inner_text() == "Active"
         assert page.locator("#checklist-readiness tbody tr").count() == 12
         can_tick = page.locator("[data-action=kill-switch]").count() == 1
-        assert can_tick is (role == Role.ROLLOUT_ADMIN)
+        assert can_tick is (role in (Role.ROLLOUT_ADMIN, Role.SRE_LEAD))  # the SRE lead pulls it too
         page.screenshot(path=str(SHOTS / f"rollout-{role.value}.png"), full_page=True)
         page.click("text=Log out")
         page.wait_for_url(f"{live_server.url}/login/")

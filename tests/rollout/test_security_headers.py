@@ -73,7 +73,7 @@ def test_anonymous_static_files_keep_their_cache_headers(client, db):
     assert "no-store" not in response.get("Cache-Control", "")
 
 
-def test_publish_confirmation_is_a_data_attribute_not_an_inline_handler(client_for, rollout, users):
+def test_publish_confirmation_is_a_server_side_step_not_an_inline_handler(client_for, rollout, users):
     from rollout.services import communication_create
 
     comm = communication_create(
@@ -81,7 +81,8 @@ def test_publish_confirmation_is_a_data_attribute_not_an_inline_handler(client_f
     )
     response = client_for(Role.ROLLOUT_ADMIN).get(f"/rollouts/{rollout.slug}/communications/{comm.pk}/")
     html = response.content.decode()
-    assert 'data-confirm="Publish? A published communication can no longer be edited."' in html
+    # The confirmation is a page of its own (rollout.confirming), not a JS confirm() nor an inline handler.
+    assert 'data-form="publish"' in html and "data-confirm=" not in html
     assert "onsubmit" not in html
     assert re.search(r'<script src="/static/js/confirm\.js"', html)
 
