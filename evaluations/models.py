@@ -113,7 +113,7 @@ class EvaluationRun(models.Model):
     ingested_at = models.DateTimeField(auto_now_add=True)
     # Arrived after the activity period it finished in had ended: kept and shown, never counted by a live
     # trigger, the soak or the GA streak (they read the current period only).
-    late = models.BooleanField(default=False)
+    late = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-finished_at", "-id"]
