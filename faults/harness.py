@@ -81,8 +81,9 @@ class Proc:
         return self.popen is not None and self.popen.poll() is None
 
     def children(self) -> list[int]:
+        """Live child processes (a killed child not yet reaped is a zombie: not counted)."""
         out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True, check=False)
-        return [int(p) for p in out.stdout.split()]
+        return [int(p) for p in out.stdout.split() if _alive(int(p))]
 
     def kill_group(self, sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
         if self.popen is None:
@@ -99,6 +100,14 @@ class Proc:
     def stop(self, wait: float = 15.0) -> None:
         """SIGTERM (a warm shutdown), then SIGKILL for what is left."""
         self.kill_group(signal.SIGTERM, wait)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass
@@ -437,10 +446,25 @@ class Suite:
             self.beat = proc
         return proc
 
-    def worker_kill(self, pid: int) -> None:
-        """kill -9 one process of the worker (a pool child)."""
-        with contextlib.suppress(ProcessLookupError):
+    def worker_kill(self, pid: int) -> bool:
+        """kill -9 one process of the worker (a pool child); whether it was alive to be killed."""
+        if not _alive(pid):
+            return False
+        try:
             os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill_pool(self, concurrency: int = 2, timeout: float = 30.0) -> int:
+        """kill -9 every live pool child of the worker, then wait (bounded) until the pool has replaced them.
+        Returns the number of children killed."""
+        worker = self.worker
+        assert worker is not None
+        before = worker.children()
+        killed = sum(self.worker_kill(pid) for pid in before)
+        wait_until(lambda: len(set(worker.children()) - set(before)) >= concurrency, timeout, 0.2)
+        return killed
 
     def kill_worker_main(self) -> None:
         """kill -9 the worker's main process, then its orphaned children (as a service manager would)."""
