@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
             ctx = scenarios.Ctx(suite=suite, users=make_users())
             scenarios.fresh_token(ctx)
+            log(f"set up in {suite.elapsed():.0f} s")
             runners = {
                 "redis": scenarios.redis_outage,
                 "child": scenarios.child_kills,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import http.cookiejar
 import itertools
 import json
@@ -266,24 +267,52 @@ class Suite:
 
     def setup(self) -> None:
         log(f"database {self.db}, own redis-server on 127.0.0.1:{self.redis_port}, gunicorn on :{self.web_port}")
-        subprocess.run(
-            ["createdb", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], self.db],
-            check=True,
-            timeout=60,
-        )
         self.start_redis()
         os.environ.update(self.env)
         # The suite's own connections (checks, seeding) are spared by the pg_terminate_backend scenario.
         os.environ["PGAPPNAME"] = "faults-runner"
-        subprocess.run(
-            [str(BIN / "python"), "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
-        )
+        self.create_database()
         import django
 
         django.setup()
         self.start_web()
+        log("gunicorn answers")
         self.start_worker()
         self.start_beat()
+        log("worker answers, beat started")
+
+    def template_name(self) -> str:
+        """A migrated copy of the schema is kept between runs, named after everything that shapes it."""
+        digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+        for path in sorted(ROOT.glob("*/migrations/*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+        return f"rgd_faults_template_{digest.hexdigest()[:16]}"
+
+    def create_database(self) -> None:
+        """The suite's database: a copy of the migrated template when one exists (seconds), else created and
+        migrated (minutes on a busy machine), then kept as the template for the next run; older templates go."""
+        createdb = ["createdb", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"]]
+        template = self.template_name()
+        use_template = os.environ.get("FAULTS_TEMPLATE", "1") != "0"
+        if use_template and self.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{template}'") == "1":
+            copied = subprocess.run([*createdb, "-T", template, self.db], capture_output=True, timeout=120)
+            if copied.returncode == 0:
+                log(f"database copied from {template}")
+                return
+        subprocess.run([*createdb, self.db], check=True, timeout=60)
+        subprocess.run(
+            [str(BIN / "python"), "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
+        )
+        log("database migrated")
+        if not use_template:
+            return
+        for old in self.psql(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'rgd\\_faults\\_template\\_%'"
+        ).split():
+            if old != template:
+                subprocess.run(["dropdb", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], "--if-exists", old])
+        # Fails harmlessly when another run made it meanwhile.
+        subprocess.run([*createdb, "-T", self.db, template], capture_output=True, timeout=120)
 
     def close(self) -> None:
         if self._closed:
@@ -478,6 +507,18 @@ class Suite:
             self.worker_kill(pid)
         worker.kill_group(signal.SIGKILL, wait=5)
         self.procs.remove(worker)
+
+    def access_status(self, marker: str, timeout: float = 5.0) -> int | None:
+        """The status gunicorn logged for the request whose URL contains ``marker`` (the client may have seen no
+        answer: a server refusing a huge body closes the connection before the client finished sending it)."""
+        pattern = re.compile(rf'"[A-Z]+ [^" ]*{re.escape(marker)}[^" ]* HTTP/[0-9.]+" (\d{{3}}) ')
+
+        def find() -> int | None:
+            assert self.web is not None
+            match = pattern.search(self.web.logfile.read_text(errors="replace"))
+            return int(match.group(1)) if match else None
+
+        return wait_until(find, timeout, 0.2)
 
     def http(self) -> Http:
         return Http(f"http://127.0.0.1:{self.web_port}")

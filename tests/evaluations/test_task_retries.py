@@ -98,3 +98,17 @@ def test_a_trigger_evaluation_whose_connection_is_terminated_retries_and_fires_o
     assert len(terminated) == 1
     firing = TriggerFiring.objects.get(rollout=rollout)
     assert (firing.trigger, firing.run.run_id, firing.streak) == ("guardrail", "retry-2", 2)
+
+
+@pytest.mark.redis
+def test_a_message_abandoned_by_a_dead_worker_is_looked_for_every_10_seconds():
+    """Kombu restores messages whose visibility timeout passed only on every ``unacked_restore_throttle``-th look
+    (10 by default, every 10 s: up to 100 s late); the settings make every look a scan."""
+    from kombu import Connection
+
+    from config.celery_app import app
+
+    with Connection(app.conf.broker_url, transport_options=app.conf.broker_transport_options) as conn:
+        channel = conn.default_channel
+        assert (channel.unacked_restore_interval, channel.unacked_restore_throttle) == (10, 1)
+        assert channel.visibility_timeout == app.conf.broker_transport_options["visibility_timeout"]
