@@ -280,7 +280,7 @@ def two_beats(ctx: Ctx) -> Result:
 
     result = Result("5 two beats on a 5 s test schedule")
     suite = ctx.suite
-    period, half = 5.0, 12.0
+    period, half = 5.0, 14.0
     suite.beat.stop()
     suite.procs.remove(suite.beat)
     started = dt.datetime.now(dt.UTC)
@@ -314,7 +314,7 @@ def two_beats(ctx: Ctx) -> Result:
         counts[job] = {"sent": len(times), "runs": runs}
         gaps[job] = round(min(((b - a).total_seconds() for a, b in itertools.pairwise(times)), default=0), 1)
         # Once per period: never two sends of a job closer than half a period (two beats would send together).
-        result.check(len(times) >= 4, f"{job}: only {len(times)} sends")
+        result.check(len(times) >= 3, f"{job}: only {len(times)} sends")
         result.check(gaps[job] >= period / 2, f"{job}: two sends {gaps[job]} s apart")
         result.check(runs == len(times), f"{job}: {runs} runs for {len(times)} sends")
     taken_over = len(leading())
