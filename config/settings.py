@@ -127,6 +127,23 @@ USING_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresq
 # Seconds a client is told to wait (Retry-After of the 503) when the database cannot be reached.
 DATABASE_RETRY_AFTER_SECONDS = env.int("DATABASE_RETRY_AFTER_SECONDS", default=5)
 
+# A read replica (PostgreSQL streaming replication) for the views that only look back: the audit list and
+# exports, delta reports, the deltas page (config/db_router.py). Writes and every read that gates a decision
+# stay on the primary. An export waits up to DATABASE_REPLICA_WAIT_SECONDS for the replica to hold the entries
+# it covers, then reads the primary instead.
+DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
+DATABASE_READ_REPLICA = None
+if env.str("DATABASE_REPLICA_URL", default=""):
+    DATABASE_READ_REPLICA = "replica"
+    DATABASES["replica"] = env.db_url("DATABASE_REPLICA_URL")
+    DATABASES["replica"].update(
+        CONN_MAX_AGE=DATABASES["default"].get("CONN_MAX_AGE", 0),
+        CONN_HEALTH_CHECKS=True,
+        # A test run with a replica configured reads its test database through both aliases.
+        TEST={"MIRROR": "default"},
+    )
+DATABASE_REPLICA_WAIT_SECONDS = env.float("DATABASE_REPLICA_WAIT_SECONDS", default=5.0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
