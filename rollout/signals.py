@@ -10,7 +10,7 @@ import django.dispatch
 rollout_created = django.dispatch.Signal()  # rollout, actor, reason
 # Sent inside the transaction that changed the plan: governance supersedes sign-offs.
 plan_changed = django.dispatch.Signal()  # rollout, actor, reason
-# Sent on commit of a rollback: notifications.
+# Sent inside the rollback's transaction: the ledger entry, the notifications' deliveries (sent after commit).
 rollout_rolled_back = django.dispatch.Signal()  # incident_id
 # Sent inside the rollback's transaction (rollout row locked): governance withdraws the open and approved requests.
 rollback_recorded = django.dispatch.Signal()  # rollout, incident, actor, reason
