@@ -269,6 +269,10 @@ else:
         # many seconds after it was taken. A task still running then is delivered a second time: every task is
         # safe to run twice, and a job's lock makes the second delivery a no-op (governance/jobs.py).
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
+        # The worker looks for such messages every 10 s (kombu scans only every 10th look by default: a message
+        # lost with a killed worker process came back up to 100 s after its visibility timeout).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
         # A Redis that does not answer fails a publish within seconds instead of hanging a web request.
         "socket_connect_timeout": 2,
         "socket_timeout": 10,

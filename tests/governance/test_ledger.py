@@ -70,8 +70,9 @@ def test_a_change_through_a_page_is_one_entry_with_user_reason_and_request_id(ro
 
 
 def test_every_tracked_write_is_one_entry(rollout, users):
-    """Creating a rollout writes 4 phases, 16 checklist items, 5 flags, 3 cohorts, 6 memberships,
-    5 escalation contacts and 6 success criteria: exactly one entry each, plus the rollout."""
+    """Creating a rollout writes 4 phases (and the preparation's first activity period), 16 checklist items,
+    5 flags, 3 cohorts, 6 memberships, 5 escalation contacts and 6 success criteria: exactly one entry each,
+    plus the rollout."""
     start = top()
     admin_user = users[Role.ROLLOUT_ADMIN]
     rollout_services.rollout_create_from_playbook(name="Second", owner=admin_user)
@@ -82,6 +83,7 @@ def test_every_tracked_write_is_one_entry(rollout, users):
     assert by_type == {
         "rollout.rollout": 1,
         "rollout.phase": 4,
+        "rollout.phaseperiod": 1,
         "rollout.checklistitem": 16,
         "rollout.featureflag": 5,
         "rollout.cohort": 3,
@@ -194,6 +196,20 @@ def test_a_rollback_is_a_governance_event_after_commit(rollout, users, django_ca
     assert event.reason == "Latency alerts" and event.rollout_id == rollout.pk
     # Before it, one entry per row the rollback changed (phase, rollout, exposures, incident, timeline, steps).
     assert {e.object_type for e in entries[:-1]} >= {"rollout.phase", "rollout.rollout", "rollout.incident"}
+
+
+def test_a_rollback_commits_with_its_ledger_entry(rollout, users, django_capture_on_commit_callbacks):
+    """In the rollback's transaction: a worker killed right after the commit (no on-commit callback runs here)
+    cannot leave a rollback without its entry."""
+    advance_to(rollout, "canary", users[Role.ROLLOUT_ADMIN])
+    with django_capture_on_commit_callbacks(execute=False):
+        incident = rollout_services.rollout_rollback(
+            rollout=rollout, actor=users[Role.ROLLOUT_ADMIN], reason="Latency alerts"
+        )
+    entries = AuditEvent.objects.filter(action="rollout.rollback")
+    assert [(e.object_id, e.rollout_id, e.reason) for e in entries] == [
+        (str(incident.pk), rollout.pk, "Latency alerts")
+    ]
 
 
 # --- The chain ------------------------------------------------------------------------------------------------
