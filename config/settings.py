@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "simple_history",
     "axes",
+    "django_filters",
+    "django_tables2",
     "rollout",
     "evaluations",
     "governance",

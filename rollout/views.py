@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from . import selectors, services
 from .errors import DomainError
+from .filters import CommunicationFilter, RolloutFilter, TenantFilter
 from .forms import (
     CohortMembersForm,
     CommunicationEditForm,
@@ -38,6 +39,15 @@ from .models import (
     Rollout,
 )
 from .signals import access_denied, home_panels, rollout_panels
+from .tables import (
+    COMMUNICATION_SORTING,
+    ROLLOUT_SORTING,
+    TENANT_SORTING,
+    CommunicationTable,
+    RolloutTable,
+    TenantTable,
+    sorted_page,
+)
 
 
 def _page(request: HttpRequest, queryset, per_page: int | None = None):
@@ -48,13 +58,29 @@ def _rollout(slug: str) -> Rollout:
     return get_object_or_404(Rollout, slug=slug)
 
 
+def _sorted_list(request: HttpRequest, filterset_class, queryset, sorting, table_class, **extra):
+    """Filter (the URL's filters and search), sort (``?sort=``) and keyset-page a list; the table to render."""
+    filterset = filterset_class(request.GET or None, queryset=queryset)
+    page, sort = sorted_page(request, filterset.qs, sorting)
+    for hook in extra.pop("each", ()):
+        for row in page.object_list:
+            hook(row)
+    filtered = any(request.GET.get(name) for name in filterset.form.fields)
+    table = table_class(page, sort=sort)
+    return {"filterset": filterset, "filtered": filtered, "page": page, "sort": sort, "table": table, **extra}
+
+
+def _rollout_row(rollout: Rollout) -> None:
+    rollout.current_phase_label = selectors.phase_label(rollout.current_phase_kind)
+    rollout.readiness_pct = selectors.readiness_percent(rollout.readiness_done, rollout.readiness_total)
+
+
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
-    page = _page(request, selectors.rollout_list())
-    for rollout in page.object_list:
-        rollout.current_phase_label = selectors.phase_label(rollout.current_phase_kind)
-        rollout.readiness_pct = selectors.readiness_percent(rollout.readiness_done, rollout.readiness_total)
-    return render(request, "rollout/home.html", {"page": page, "panels": _panels(home_panels, request=request)})
+    context = _sorted_list(
+        request, RolloutFilter, selectors.rollout_list(), ROLLOUT_SORTING, RolloutTable, each=[_rollout_row]
+    )
+    return render(request, "rollout/home.html", {**context, "panels": _panels(home_panels, request=request)})
 
 
 def _panels(signal, **kwargs) -> list[dict]:
@@ -269,8 +295,10 @@ def incident_close(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_safe
 def communication_list(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
-    page = _page(request, selectors.communications_for(rollout))
-    return render(request, "rollout/communication_list.html", {"rollout": rollout, "page": page})
+    context = _sorted_list(
+        request, CommunicationFilter, selectors.communications_for(rollout), COMMUNICATION_SORTING, CommunicationTable
+    )
+    return render(request, "rollout/communication_list.html", {"rollout": rollout, **context})
 
 
 @permission_required("rollout.add_communication", raise_exception=True)
@@ -406,7 +434,8 @@ def cohort_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @require_safe
 def tenant_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "rollout/tenant_list.html", {"page": _page(request, selectors.tenant_list())})
+    context = _sorted_list(request, TenantFilter, selectors.tenant_list(), TENANT_SORTING, TenantTable)
+    return render(request, "rollout/tenant_list.html", context)
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
