@@ -19,7 +19,7 @@ fixed filter, e.g. the rollout).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,27 @@ def sorted_page(
         labels=sorting.labels,
     )
     return page, alias
+
+
+def list_context(
+    request: HttpRequest,
+    filterset_class: type,
+    queryset: QuerySet,
+    sorting: Sorting,
+    table_class: type[KeysetTable],
+    *,
+    each: Sequence[Callable[[Any], None]] = (),
+) -> dict[str, Any]:
+    """A list page's context: the URL's filters and search (``filterset``), its sort, one keyset ``page`` of the
+    rows (``each`` hook called on every row of it) and the ``table`` that renders them."""
+    filterset = filterset_class(request.GET or None, queryset=queryset)
+    page, sort = sorted_page(request, filterset.qs, sorting)
+    for hook in each:
+        for row in page.object_list:
+            hook(row)
+    filtered = any(request.GET.get(name) for name in filterset.form.fields)
+    table = table_class(page, sort=sort)
+    return {"filterset": filterset, "filtered": filtered, "page": page, "sort": sort, "table": table}
 
 
 class KeysetTable(tables.Table):

@@ -46,7 +46,7 @@ from .tables import (
     CommunicationTable,
     RolloutTable,
     TenantTable,
-    sorted_page,
+    list_context,
 )
 
 
@@ -58,18 +58,6 @@ def _rollout(slug: str) -> Rollout:
     return get_object_or_404(Rollout, slug=slug)
 
 
-def _sorted_list(request: HttpRequest, filterset_class, queryset, sorting, table_class, **extra):
-    """Filter (the URL's filters and search), sort (``?sort=``) and keyset-page a list; the table to render."""
-    filterset = filterset_class(request.GET or None, queryset=queryset)
-    page, sort = sorted_page(request, filterset.qs, sorting)
-    for hook in extra.pop("each", ()):
-        for row in page.object_list:
-            hook(row)
-    filtered = any(request.GET.get(name) for name in filterset.form.fields)
-    table = table_class(page, sort=sort)
-    return {"filterset": filterset, "filtered": filtered, "page": page, "sort": sort, "table": table, **extra}
-
-
 def _rollout_row(rollout: Rollout) -> None:
     rollout.current_phase_label = selectors.phase_label(rollout.current_phase_kind)
     rollout.readiness_pct = selectors.readiness_percent(rollout.readiness_done, rollout.readiness_total)
@@ -77,7 +65,7 @@ def _rollout_row(rollout: Rollout) -> None:
 
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
-    context = _sorted_list(
+    context = list_context(
         request, RolloutFilter, selectors.rollout_list(), ROLLOUT_SORTING, RolloutTable, each=[_rollout_row]
     )
     return render(request, "rollout/home.html", {**context, "panels": _panels(home_panels, request=request)})
@@ -295,7 +283,7 @@ def incident_close(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_safe
 def communication_list(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
-    context = _sorted_list(
+    context = list_context(
         request, CommunicationFilter, selectors.communications_for(rollout), COMMUNICATION_SORTING, CommunicationTable
     )
     return render(request, "rollout/communication_list.html", {"rollout": rollout, **context})
@@ -434,7 +422,7 @@ def cohort_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @require_safe
 def tenant_list(request: HttpRequest) -> HttpResponse:
-    context = _sorted_list(request, TenantFilter, selectors.tenant_list(), TENANT_SORTING, TenantTable)
+    context = list_context(request, TenantFilter, selectors.tenant_list(), TENANT_SORTING, TenantTable)
     return render(request, "rollout/tenant_list.html", context)
 
 
