@@ -4,22 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governance', '0008_review_reassigned_by'),
+        ("governance", "0008_review_reassigned_by"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['actor_name'], name='audit_actor_prefix', opclasses=['varchar_pattern_ops']),
+            model_name="auditevent",
+            index=models.Index(fields=["actor_name"], name="audit_actor_prefix", opclasses=["varchar_pattern_ops"]),
         ),
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['action'], name='audit_action_prefix', opclasses=['varchar_pattern_ops']),
+            model_name="auditevent",
+            index=models.Index(fields=["action"], name="audit_action_prefix", opclasses=["varchar_pattern_ops"]),
         ),
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['object_repr'], name='audit_object_repr_prefix', opclasses=['varchar_pattern_ops']),
+            model_name="auditevent",
+            index=models.Index(
+                fields=["object_repr"], name="audit_object_repr_prefix", opclasses=["varchar_pattern_ops"]
+            ),
         ),
     ]
