@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
+from rollout import timefmt
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
 from rollout.models import Rollout
@@ -372,7 +373,8 @@ def hold_release(request: HttpRequest, pk: int) -> HttpResponse:
             "form": form,
             "title": f"Release the legal hold on {hold.rollout.name}?",
             "explanation": (
-                f"Placed {hold.placed_at:%Y-%m-%d %H:%M} UTC by {hold.placed_by_name}: “{hold.reason}”. Once released, "
+                f"Placed {timefmt.plain_time(hold.placed_at, 'Y-m-d H:i')} by {hold.placed_by_name}: "
+                f"“{hold.reason}”. Once released, "
                 "the rollout's outputs older than the retention period are deleted by the next retention run."
             ),
             "submit": "Release hold",

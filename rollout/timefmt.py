@@ -3,7 +3,7 @@
 A time is shown in the reader's time zone (``rollout.middleware.TimeZoneMiddleware`` activates it: their
 preference, else their browser's, else ``TIME_ZONE``) as ``<time datetime="…" title="… UTC">…</time>``: the
 exact instant for machines, UTC on hover for people comparing with logs and the ledger. A duration reads as
-people say it: "45 s", "12 min", "3 h 20 min", "31 h", "2 d 4 h".
+people say it: "0.4 s", "45 s", "12 min", "3 h 20 min", "31 h", "2 d 4 h".
 """
 
 from __future__ import annotations
@@ -56,6 +56,15 @@ def render_time(value: object, fmt: str = DEFAULT_FORMAT) -> SafeString | str:
     return str(value)
 
 
+def plain_time(value: dt.datetime, fmt: str = UTC_FORMAT) -> str:
+    """A datetime as text (where markup cannot go: a diff cell, a sentence built in Python), in the current
+    zone with its abbreviation: "2026-12-03 09:32:05 CET", "2026-12-03 08:32:05 UTC" for UTC readers."""
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, dt.UTC)
+    local = timezone.localtime(value)
+    return f"{date_format(local, fmt)} {local.tzname() or 'UTC'}"
+
+
 def _seconds(value: object) -> float | None:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
@@ -72,6 +81,8 @@ def human_duration(value: object) -> str:
     if seconds is None or seconds != seconds:  # NaN
         return ""
     sign = "-" if seconds < 0 else ""
+    if abs(seconds) < 10 and abs(seconds) != int(abs(seconds)):
+        return f"{sign}{abs(seconds):.1f} s"
     total = int(abs(seconds))
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)

@@ -12,8 +12,10 @@ from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
+from . import preferences as prefs
 from . import selectors, services
 from .errors import DomainError
 from .filters import CommunicationFilter, RolloutFilter, TenantFilter
@@ -28,6 +30,7 @@ from .forms import (
     ReasonForm,
     RolloutCreateForm,
     TickForm,
+    TimeZonePreferenceForm,
 )
 from .models import (
     ChecklistItem,
@@ -418,6 +421,35 @@ def cohort_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             messages.success(request, f"Members of “{cohort.name}” updated.")
             return redirect(cohort.rollout)
     return render(request, "rollout/cohort_form.html", {"rollout": cohort.rollout, "cohort": cohort, "form": form})
+
+
+def preferences(request: HttpRequest) -> HttpResponse:
+    """The reader's display preferences: the time zone of every page's times."""
+    saved = prefs.saved_time_zone(request.user)
+    form = TimeZonePreferenceForm(request.POST or None, initial={"time_zone": saved})
+    if request.method == "POST" and form.is_valid():
+        try:
+            preference = prefs.preference_set_time_zone(user=request.user, time_zone=form.cleaned_data["time_zone"])
+        except DomainError as exc:
+            form.add_error("time_zone", exc.message)
+        else:
+            prefs.remember_in_session(request, preference.time_zone)
+            shown = preference.time_zone or "your browser's zone"
+            messages.success(request, f"Times are now shown in {shown}.")
+            return redirect("rollout:preferences")
+    return render(
+        request,
+        "rollout/preferences.html",
+        {
+            "form": form,
+            "saved": saved,
+            "zone": getattr(request, "time_zone_name", settings.TIME_ZONE),
+            "source": getattr(request, "time_zone_source", "default"),
+            "browser_zone": request.COOKIES.get(prefs.COOKIE_NAME, ""),
+            "now": timezone.now(),
+        },
+        status=400 if form.errors else 200,
+    )
 
 
 @require_safe

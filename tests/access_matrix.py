@@ -188,6 +188,7 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
         "api:evaluation-runs": lambda: {"runs": [_run(world)]},
         "api:monitoring-samples": lambda: {"samples": [_sample(world)]},
         "rollout:create": lambda: {"name": "Agent handoff rollout", "start_date": "2027-01-04"},
+        "rollout:preferences": lambda: {"time_zone": "Europe/Berlin"},
         "rollout:plan_edit": lambda: _plan(world),
         "rollout:escalation_edit": lambda: {
             "rows-TOTAL_FORMS": "1",
