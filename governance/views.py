@@ -134,12 +134,15 @@ def transition_create(request: HttpRequest, slug: str) -> HttpResponse:
 @require_safe
 def transition_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     view = selectors.transition_detail(slug, pk)
+    # Approvers decide on a pending request: the evidence is live, so a closed request does not show it.
+    evidence = selectors.transition_evidence(view.request) if view.request.is_pending else None
     return render(
         request,
         "governance/transition_detail.html",
         {
             "rollout": view.request.rollout,
             "t": view,
+            "evidence": evidence,
             "decidable": view.decidable_roles(request.user),
             "form": DecisionForm(),
         },
