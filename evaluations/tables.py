@@ -24,9 +24,9 @@ RUN_SORTING = Sorting(
 
 class RunTable(KeysetTable):
     run = tables.Column(accessor="run_id", verbose_name="Run", orderable=True)
-    phase = tables.Column(accessor="phase.get_kind_display", verbose_name="Phase")
+    phase = tables.Column(accessor="phase__get_kind_display", verbose_name="Phase")
     arm = tables.Column(verbose_name="Arm")
-    cohort = tables.Column(accessor="cohort.name", verbose_name="Cohort", default="—")
+    cohort = tables.Column(accessor="cohort__name", verbose_name="Cohort", default="—")
     finished = TimeColumn(accessor="finished_at", verbose_name="Finished", orderable=True)
     conversations = tables.Column(
         verbose_name="Conversations", orderable=True, attrs={"th": {"class": "text-end"}, "td": {"class": "text-end"}}

@@ -22,16 +22,16 @@ def test_the_browser_zone_becomes_the_pages_zone_and_sorting_keeps_the_search(li
         services.rollout_create_from_playbook(name=name, owner=admin)
     Rollout.objects.update(updated_at=dt.datetime(2026, 12, 3, 8, 32, tzinfo=dt.UTC))
     cdp = page.context.new_cdp_session(page)
-    cdp.send("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    cdp.send("Emulation.setTimezoneOverride", {"timezoneId": "Europe/Berlin"})
     login(page, Role.AUDITOR.value, "pw")
     page.wait_for_url(f"{live_server.url}/")
     cookies = {c["name"]: c["value"] for c in page.context.cookies()}
-    assert cookies["rgd_tz"] == "Asia/Kolkata"
+    assert cookies["rgd_tz"] == "Europe/Berlin"
     page.reload()
     time = page.locator("#rollouts tbody tr time").first
-    assert time.inner_text() == "2026-12-03 14:02"
+    assert time.inner_text() == "2026-12-03 09:32"
     assert time.get_attribute("title") == "2026-12-03 08:32:00 UTC"
-    assert page.locator("#time-zone-in-force").inner_text() == "Asia/Kolkata"
+    assert page.locator("#time-zone-in-force").inner_text() == "Europe/Berlin"
     # Search, then sort by a header: the search stays, the order follows the header.
     page.fill("#id_q", "voice")
     page.click("#rollout-filters button[type=submit]")
