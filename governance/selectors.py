@@ -673,6 +673,11 @@ def audit_events(filters: AuditFilter) -> QuerySet[AuditEvent]:
     return qs.order_by("-sequence")
 
 
+def ledger_holds(sequence: int, *, using: str) -> bool:
+    """Whether the database behind ``using`` (a replica) holds the ledger up to ``sequence``: one index probe."""
+    return sequence <= 0 or AuditEvent.objects.using(using).filter(sequence__gte=sequence).exists()
+
+
 def rollout_names(ids: Sequence[int]) -> dict[int, Rollout]:
     return {r.pk: r for r in Rollout.objects.filter(pk__in=set(ids)).only("pk", "slug", "name")}
 
