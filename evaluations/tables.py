@@ -64,9 +64,16 @@ class RunTable(KeysetTable):
         self.rollout_slug = rollout_slug
         super().__init__(*args, **kwargs)
 
-    def render_run(self, value):
+    def render_run(self, value, record):
         url = reverse("evaluations:run", args=[self.rollout_slug, value])
-        return format_html('<a href="{}"><code>{}</code></a>', url, value)
+        link = format_html('<a href="{}"><code>{}</code></a>', url, value)
+        if not getattr(record, "late", False):
+            return link
+        return format_html(
+            '{} <span class="badge text-bg-warning late-arrival" title="Arrived after the phase period it finished '
+            'in had ended: shown, not counted by triggers or gates">late arrival</span>',
+            link,
+        )
 
     def render_task_success(self, value):
         return metric_value(value, "ratio")

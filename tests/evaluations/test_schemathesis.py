@@ -47,7 +47,8 @@ def figures(output: str) -> dict[str, int]:
 def test_schemathesis_all_checks_find_no_failure(live_server, users, tenants, rollout, token, tmp_path):
     admin = users[Role.ROLLOUT_ADMIN]
     complete_readiness(rollout, admin)
-    advance_to(rollout, "canary", admin)
+    entered = timezone.now() - dt.timedelta(days=1)
+    advance_to(rollout, "canary", admin, at=entered)
     ingest_runs(payload={"runs": [run(rollout.slug, run_id="st-known-run")]})
     start = timezone.now() - dt.timedelta(hours=1)
     ingest_samples(payload={"samples": [sample(rollout.slug, start)]})
@@ -62,6 +63,7 @@ def test_schemathesis_all_checks_find_no_failure(live_server, users, tenants, ro
         **os.environ,
         "SCHEMATHESIS_HOOKS": str(HOOKS),
         "RGD_SCHEMATHESIS_ROLLOUT": rollout.slug,
+        "RGD_SCHEMATHESIS_SINCE": entered.isoformat(),
         "NO_COLOR": "1",
         "COLUMNS": "200",
     }

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("rollout", "0004_outbox"),
+        ("rollout", "0005_phase_periods"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("evaluations", "0006_run_day_summary"),
+        ("evaluations", "0007_run_late"),
         ("rollout", "0004_outbox"),
     ]
 
