@@ -12,6 +12,7 @@ from django import template
 from django.urls import reverse
 from django.utils import timezone
 
+from rollout import timefmt
 from rollout.templatetags.rollout_tags import readable_time, readable_times
 
 register = template.Library()
@@ -120,7 +121,7 @@ def in_hours(moment: dt.datetime, now: dt.datetime | None = None) -> str:
 
 @register.filter
 def passes_text(moment: dt.datetime | None) -> str:
-    """When a gate that waits for time passes: "passes 2026-12-03 08:32 UTC, in 31 h"."""
+    """When a gate that waits for time passes: "passes 2026-12-03 08:32 UTC, in 31 h" (in the reader's zone)."""
     if moment is None:
         return ""
-    return f"passes {moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, {in_hours(moment)}"
+    return f"passes {timefmt.plain_time(moment, 'Y-m-d H:i')}, {in_hours(moment)}"

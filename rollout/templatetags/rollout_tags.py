@@ -12,6 +12,8 @@ from django import template
 from django.conf import settings
 from django.utils.safestring import mark_safe
 
+from rollout import timefmt
+
 register = template.Library()
 
 _BADGE = {
@@ -106,8 +108,8 @@ ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+
 def readable_time(value: Any) -> Any:
     """A date-time (an ISO string from stored JSON, or a datetime) as people read it: ``2026-12-01 11:12:06 UTC``.
 
-    To the second, in UTC, like the ledger it is compared with; anything that is not a date-time is returned
-    unchanged, so it can be applied to every value of a table of evidence.
+    To the second, in the reader's zone (``rollout.timefmt``; UTC by default); anything that is not a
+    date-time is returned unchanged, so it can be applied to every value of a table of evidence.
     """
     if isinstance(value, dt.datetime):
         moment = value
@@ -120,7 +122,7 @@ def readable_time(value: Any) -> Any:
         return value
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return timefmt.plain_time(moment)
 
 
 def readable_times(value: Any) -> Any:
@@ -133,3 +135,15 @@ def readable_times(value: Any) -> Any:
 
 
 register.filter("readable_time", readable_time)
+
+
+@register.filter
+def when(value, fmt: str = timefmt.DEFAULT_FORMAT):
+    """Every displayed datetime: ``{{ t|when }}`` or ``{{ t|when:"Y-m-d" }}``, in the reader's zone, UTC on hover."""
+    return timefmt.render_time(value, fmt)
+
+
+@register.filter
+def duration(value) -> str:
+    """A timedelta or seconds as "45 s", "12 min", "3 h 20 min", "31 h", "2 d 4 h"."""
+    return timefmt.human_duration(value)

@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("rollout", "0005_phase_periods"),
+        ("rollout", "0006_user_preference"),
     ]
 
     operations = [

@@ -22,6 +22,6 @@ def revoke(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("rollout", "0006_readable_labels")]
+    dependencies = [("rollout", "0007_readable_labels")]
 
     operations = [migrations.RunPython(grant, revoke)]

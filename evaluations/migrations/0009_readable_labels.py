@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("evaluations", "0007_run_late"),
+        ("evaluations", "0008_run_list_sort_indexes"),
     ]
 
     operations = [
