@@ -80,6 +80,8 @@ rollout:detail                 GET  login  200    200    200    200    200    20
 rollout:detail                 POST login  405    405    405    405    405    405    405   | login
 rollout:status                 GET  login  200    200    200    200    200    200    200   | login
 rollout:status                 POST login  405    405    405    405    405    405    405   | login
+rollout:status_live            GET  login  200    200    200    200    200    200    200   | login
+rollout:status_live            POST login  405    405    405    405    405    405    405   | login
 rollout:plan_edit              GET  login  200    403    403    403    403    403    403   | login
 rollout:plan_edit              POST login  302+   403    403    403    403    403    403   | login
 rollout:escalation_edit        GET  login  200    403    403    403    403    403    403   | login
