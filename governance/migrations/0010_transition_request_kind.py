@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("governance", "0008_review_reassigned_by"),
+        ("governance", "0009_audit_search_prefix_indexes"),
         ("rollout", "0005_phase_periods"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
