@@ -127,6 +127,23 @@ USING_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresq
 # Seconds a client is told to wait (Retry-After of the 503) when the database cannot be reached.
 DATABASE_RETRY_AFTER_SECONDS = env.int("DATABASE_RETRY_AFTER_SECONDS", default=5)
 
+# A read replica (PostgreSQL streaming replication) for the views that only look back: the audit list and
+# exports, delta reports, the deltas page (config/db_router.py). Writes and every read that gates a decision
+# stay on the primary. An export waits up to DATABASE_REPLICA_WAIT_SECONDS for the replica to hold the entries
+# it covers, then reads the primary instead.
+DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
+DATABASE_READ_REPLICA = None
+if env.str("DATABASE_REPLICA_URL", default=""):
+    DATABASE_READ_REPLICA = "replica"
+    DATABASES["replica"] = env.db_url("DATABASE_REPLICA_URL")
+    DATABASES["replica"].update(
+        CONN_MAX_AGE=DATABASES["default"].get("CONN_MAX_AGE", 0),
+        CONN_HEALTH_CHECKS=True,
+        # A test run with a replica configured reads its test database through both aliases.
+        TEST={"MIRROR": "default"},
+    )
+DATABASE_REPLICA_WAIT_SECONDS = env.float("DATABASE_REPLICA_WAIT_SECONDS", default=5.0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -252,6 +269,10 @@ else:
         # many seconds after it was taken. A task still running then is delivered a second time: every task is
         # safe to run twice, and a job's lock makes the second delivery a no-op (governance/jobs.py).
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
+        # The worker looks for such messages every 10 s (kombu scans only every 10th look by default: a message
+        # lost with a killed worker process came back up to 100 s after its visibility timeout).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
         # A Redis that does not answer fails a publish within seconds instead of hanging a web request.
         "socket_connect_timeout": 2,
         "socket_timeout": 10,

@@ -18,3 +18,13 @@ CELERY_TASK_DEFAULT_QUEUE = f"rgd-test-{os.environ.get('PYTEST_XDIST_WORKER', 'm
 API_THROTTLE_RATE_TOKEN = "100000/min"  # noqa: S105 (a rate, not a password)
 API_THROTTLE_RATE_ADDRESS = "100000/min"
 AXES_FAILURE_LIMIT = 50
+# A stand-in read replica for tests/test_db_router.py: its own test database with the primary's schema (the
+# migrations, triggers included, as streaming replication would copy them), filled by the test with a pg_dump
+# of the primary's data. Reads reach it only
+# where a test turns DATABASE_READ_REPLICA on; the rest of the suite never touches it.
+if USING_POSTGRES and "replica" not in DATABASES:  # noqa: F405
+    DATABASES["replica"] = {  # noqa: F405
+        **DATABASES["default"],  # noqa: F405
+        "NAME": f"{DATABASES['default']['NAME']}_replica",  # noqa: F405
+        "TEST": {},
+    }

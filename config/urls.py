@@ -14,6 +14,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_patterns)),
+    path("ofrep/v1/", include("evaluations.ofrep_urls")),
     path("", include("evaluations.urls")),
     path("", include("rollout.urls")),
     path("", include("governance.urls")),

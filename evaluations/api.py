@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.db_router import replica_reads
 from rollout import selectors as rollout_selectors
 from rollout.context import acting_as, current_actor
 from rollout.models import Phase, PhaseStatus, Rollout
@@ -297,7 +298,9 @@ class RolloutDeltasView(ApiView):
         responses={200: DeltasSerializer, **problem_responses(401, 403, 404)},
     )
     def get(self, request: Request, slug: str) -> Response:
-        return Response(deltas_json(selectors.deltas(_rollout(slug))))
+        # A report that looks back: the replica's (authentication and throttles above ran on the primary).
+        with replica_reads():
+            return Response(deltas_json(selectors.deltas(_rollout(slug))))
 
 
 class RunOutSerializer(serializers.Serializer):

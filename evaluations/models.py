@@ -229,6 +229,8 @@ class TriggerFiring(models.Model):
 class ApiScope(models.TextChoices):
     INGEST = "ingest", "Ingest runs and monitoring samples"
     READ = "read", "Read rollouts, gates, flags and deltas"
+    FLAGS = "flags", "Evaluate flags through OpenFeature (OFREP)"
+    METRICS = "metrics", "Scrape Prometheus metrics"
 
 
 class ApiToken(models.Model):

@@ -140,8 +140,9 @@ def ingest_runs(*, payload: Any, actor: Any = None) -> IngestResult:
 
     Idempotent on ``run_id``: a run sent again with the same content is a
     duplicate and changes nothing; with other content it is a 409 and nothing
-    of the batch is stored. After commit the trigger evaluation is scheduled
-    and ``signals.runs_ingested`` is sent per rollout.
+    of the batch is stored. In its transaction ``signals.runs_stored`` (the
+    ledger entry) is sent and the trigger evaluation written to the outbox;
+    after commit ``signals.runs_ingested`` is sent per rollout.
     """
     items = _validate(EvaluationRunBatchSerializer, payload, "runs")
     rollouts, phases = _resolve_phases(items, "runs")
@@ -284,8 +285,10 @@ def _after_commit_runs(rollout_id: int, run_ids: list[int], fields: list[str], a
             sender=EvaluationRun, rollout_id=rollout_id, run_ids=run_ids, telemetry_fields=fields, actor=actor
         )
 
+    # In the ingest's transaction: its ledger entry commits with the runs (a process killed right after the
+    # commit cannot leave runs without one), and the evaluation is sent even if the broker is down at commit time.
+    signals.runs_stored.send(sender=EvaluationRun, rollout_id=rollout_id, run_ids=run_ids, actor=actor)
     transaction.on_commit(send)
-    # In the ingest's transaction: the evaluation is sent even if the broker is down at commit time.
     outbox.enqueue(EVALUATE_TRIGGERS_TASK, args=[rollout_id])
 
 
@@ -366,6 +369,7 @@ def _after_commit_samples(rollout_id: int, sample_ids: list[int], actor: Any) ->
             sender=MonitoringSample, rollout_id=rollout_id, sample_ids=sample_ids, actor=actor
         )
 
+    signals.samples_stored.send(sender=MonitoringSample, rollout_id=rollout_id, sample_ids=sample_ids, actor=actor)
     transaction.on_commit(send)
     outbox.enqueue(EVALUATE_TRIGGERS_TASK, args=[rollout_id])
 

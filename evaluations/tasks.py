@@ -9,6 +9,7 @@ from django.core.cache import cache
 
 from rollout.context import Actor, acting_as
 from rollout.models import Rollout, RolloutStatus
+from rollout.retries import DATABASE_RETRY
 
 from . import services
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 SWEEP_LOCK = "evaluations:sweep-triggers"
 
 
-@shared_task(ignore_result=True, soft_time_limit=120, time_limit=180)
+@shared_task(**DATABASE_RETRY, ignore_result=True, soft_time_limit=120, time_limit=180)
 def evaluate_triggers(rollout_id: int) -> int | None:
     """Scheduled on commit of every ingest; the rollout row lock serialises concurrent runs."""
     with acting_as(Actor(kind="task", name="evaluations.evaluate_triggers")):
@@ -25,7 +26,7 @@ def evaluate_triggers(rollout_id: int) -> int | None:
     return firing.pk if firing else None
 
 
-@shared_task(ignore_result=True, soft_time_limit=540, time_limit=600)
+@shared_task(**DATABASE_RETRY, ignore_result=True, soft_time_limit=540, time_limit=600)
 def sweep_triggers() -> int:
     """Evaluate every rollout in progress, so a lost ``evaluate_triggers`` is caught. One sweep at a time."""
     if not cache.add(SWEEP_LOCK, "1", timeout=600):

@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_safe
 
+from config.db_router import replica_reads
 from rollout.errors import DomainError
 from rollout.models import Rollout
 from rollout.pagination import decode_time_id, encode_time_id, keyset_page
@@ -38,20 +39,23 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_safe
 def deltas(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
-    report = selectors.deltas(rollout)
-    phases = [p.phase for p in report.phases]
-    trend = selectors.trend_data(rollout, phases)
-    return render(
-        request,
-        "evaluations/deltas.html",
-        {
-            "rollout": rollout,
-            "report": report,
-            "charts": build_charts(trend, report.criteria),
-            "trend": trend,
-            "phases_with_runs": [p for p in report.phases if p.runs],
-        },
-    )
+    # The figures look back: from the replica when there is one (the rollout itself from the primary, so a
+    # rollout created a moment ago never 404s on replication lag).
+    with replica_reads():
+        report = selectors.deltas(rollout)
+        phases = [p.phase for p in report.phases]
+        trend = selectors.trend_data(rollout, phases)
+        return render(
+            request,
+            "evaluations/deltas.html",
+            {
+                "rollout": rollout,
+                "report": report,
+                "charts": build_charts(trend, report.criteria),
+                "trend": trend,
+                "phases_with_runs": [p for p in report.phases if p.runs],
+            },
+        )
 
 
 @require_safe

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import http.cookiejar
 import itertools
 import json
@@ -81,8 +82,9 @@ class Proc:
         return self.popen is not None and self.popen.poll() is None
 
     def children(self) -> list[int]:
+        """Live child processes (a killed child not yet reaped is a zombie: not counted)."""
         out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True, check=False)
-        return [int(p) for p in out.stdout.split()]
+        return [int(p) for p in out.stdout.split() if _alive(int(p))]
 
     def kill_group(self, sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
         if self.popen is None:
@@ -99,6 +101,14 @@ class Proc:
     def stop(self, wait: float = 15.0) -> None:
         """SIGTERM (a warm shutdown), then SIGKILL for what is left."""
         self.kill_group(signal.SIGTERM, wait)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass
@@ -257,24 +267,52 @@ class Suite:
 
     def setup(self) -> None:
         log(f"database {self.db}, own redis-server on 127.0.0.1:{self.redis_port}, gunicorn on :{self.web_port}")
-        subprocess.run(
-            ["createdb", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], self.db],
-            check=True,
-            timeout=60,
-        )
         self.start_redis()
         os.environ.update(self.env)
         # The suite's own connections (checks, seeding) are spared by the pg_terminate_backend scenario.
         os.environ["PGAPPNAME"] = "faults-runner"
-        subprocess.run(
-            [str(BIN / "python"), "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
-        )
+        self.create_database()
         import django
 
         django.setup()
         self.start_web()
+        log("gunicorn answers")
         self.start_worker()
         self.start_beat()
+        log("worker answers, beat started")
+
+    def template_name(self) -> str:
+        """A migrated copy of the schema is kept between runs, named after everything that shapes it."""
+        digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+        for path in sorted(ROOT.glob("*/migrations/*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+        return f"rgd_faults_template_{digest.hexdigest()[:16]}"
+
+    def create_database(self) -> None:
+        """The suite's database: a copy of the migrated template when one exists (seconds), else created and
+        migrated (minutes on a busy machine), then kept as the template for the next run; older templates go."""
+        createdb = ["createdb", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"]]
+        template = self.template_name()
+        use_template = os.environ.get("FAULTS_TEMPLATE", "1") != "0"
+        if use_template and self.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{template}'") == "1":
+            copied = subprocess.run([*createdb, "-T", template, self.db], capture_output=True, timeout=120)
+            if copied.returncode == 0:
+                log(f"database copied from {template}")
+                return
+        subprocess.run([*createdb, self.db], check=True, timeout=60)
+        subprocess.run(
+            [str(BIN / "python"), "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
+        )
+        log("database migrated")
+        if not use_template:
+            return
+        for old in self.psql(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'rgd\\_faults\\_template\\_%'"
+        ).split():
+            if old != template:
+                subprocess.run(["dropdb", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], "--if-exists", old])
+        # Fails harmlessly when another run made it meanwhile.
+        subprocess.run([*createdb, "-T", self.db, template], capture_output=True, timeout=120)
 
     def close(self) -> None:
         if self._closed:
@@ -437,10 +475,25 @@ class Suite:
             self.beat = proc
         return proc
 
-    def worker_kill(self, pid: int) -> None:
-        """kill -9 one process of the worker (a pool child)."""
-        with contextlib.suppress(ProcessLookupError):
+    def worker_kill(self, pid: int) -> bool:
+        """kill -9 one process of the worker (a pool child); whether it was alive to be killed."""
+        if not _alive(pid):
+            return False
+        try:
             os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill_pool(self, concurrency: int = 2, timeout: float = 30.0) -> int:
+        """kill -9 every live pool child of the worker, then wait (bounded) until the pool has replaced them.
+        Returns the number of children killed."""
+        worker = self.worker
+        assert worker is not None
+        before = worker.children()
+        killed = sum(self.worker_kill(pid) for pid in before)
+        wait_until(lambda: len(set(worker.children()) - set(before)) >= concurrency, timeout, 0.2)
+        return killed
 
     def kill_worker_main(self) -> None:
         """kill -9 the worker's main process, then its orphaned children (as a service manager would)."""
@@ -454,6 +507,18 @@ class Suite:
             self.worker_kill(pid)
         worker.kill_group(signal.SIGKILL, wait=5)
         self.procs.remove(worker)
+
+    def access_status(self, marker: str, timeout: float = 5.0) -> int | None:
+        """The status gunicorn logged for the request whose URL contains ``marker`` (the client may have seen no
+        answer: a server refusing a huge body closes the connection before the client finished sending it)."""
+        pattern = re.compile(rf'"[A-Z]+ [^" ]*{re.escape(marker)}[^" ]* HTTP/[0-9.]+" (\d{{3}}) ')
+
+        def find() -> int | None:
+            assert self.web is not None
+            match = pattern.search(self.web.logfile.read_text(errors="replace"))
+            return int(match.group(1)) if match else None
+
+        return wait_until(find, timeout, 0.2)
 
     def http(self) -> Http:
         return Http(f"http://127.0.0.1:{self.web_port}")

@@ -6,6 +6,9 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import itertools
+import json
+import random
+import re
 import signal
 import threading
 import time
@@ -53,11 +56,18 @@ class Ctx:
         return result
 
 
-def breaching_pair(slug: str, prefix: str) -> list[dict]:
-    """Two consecutive candidate runs with 11% compensations: the guardrail trigger must fire once."""
+def breaching_pair(rollout: Any, prefix: str) -> list[dict]:
+    """Two consecutive candidate runs with 11% compensations, both finished inside the canary's activity period
+    (waiting, if need be, until it is 2.5 s old): the guardrail trigger must fire once."""
+    entered = rollout.phases.get(kind="canary").entered_at
+    young = (entered + dt.timedelta(seconds=2.5) - dt.datetime.now(dt.UTC)).total_seconds()
+    if young > 0:
+        time.sleep(young)
     now = dt.datetime.now(dt.UTC)
     return [
-        run_payload(slug, prefix=prefix, arm="candidate", compensations=11, finished=now - dt.timedelta(seconds=2 - i))
+        run_payload(
+            rollout.slug, prefix=prefix, arm="candidate", compensations=11, finished=now - dt.timedelta(seconds=2 - i)
+        )
         for i in range(2)
     ]
 
@@ -133,7 +143,7 @@ def redis_outage(ctx: Ctx) -> Result:
         suite.stop_redis()
         down_at = time.monotonic()
         log("redis stopped")
-        status, _h, _data = ctx.ingest(trig, breaching_pair(trig.slug, "s3-breach"))
+        status, _h, _data = ctx.ingest(trig, breaching_pair(trig, "s3-breach"))
         result.check(status == 201, f"breaching ingest during the outage answered {status}")
         while time.monotonic() - down_at < 15:
             for path in ("/", f"/rollouts/{load.slug}/", "/evaluations/"):
@@ -175,34 +185,35 @@ def child_kills(ctx: Ctx) -> Result:
     suite = ctx.suite
     old = canary_rollout("s1 purge", ctx.admin)
     expired = expired_outputs(old, runs=40, per_run=500)
-    triggers = [canary_rollout(f"s1 trigger {i}", ctx.admin) for i in range(3)]
-    time.sleep(1.0)
-    for i in range(10):
+    triggers = [canary_rollout(f"s1 trigger {i}", ctx.admin) for i in range(4)]
+    for i in range(5):
         ctx.ingest(old, [run_payload(old.slug, prefix=f"s1-young-{i}", outputs=4) for _ in range(2)])
-    kills = 0
+    kills = purge_kills = 0
+    # During the purge: both pool children killed while it deletes, until it is done (at most 4 times).
     run_pk = start_purge()
-    wait_until(lambda: job_run(run_pk).status == "running", 30, 0.1)
-    deadline = time.monotonic() + 60
-    pending = list(triggers)
-    while time.monotonic() < deadline and kills < 12:
-        if pending:
-            rollout = pending.pop()
-            ctx.ingest(rollout, breaching_pair(rollout.slug, "s1-breach"))
-            time.sleep(0.15)  # the evaluation is being worked on
-        children = suite.worker.children()
-        if children:
-            suite.worker_kill(children[0])
-            kills += 1
-        time.sleep(0.8)
-        if not pending and job_run(run_pk).status not in ("queued", "running"):
-            break
-    log(f"{kills} worker children killed")
-    wait_until(lambda: job_run(run_pk).status not in ("queued", "running"), 120, 1.0)
-    wait_until(lambda: all(fired(r) for r in triggers), 90, 1.0)
-    time.sleep(3)
-    result.counts["child_kills"] = kills
+    wait_until(lambda: expired_left(old) < expired, 60, 0.05)
+    while purge_kills < 4 and job_run(run_pk).status in ("queued", "running"):
+        purge_kills += suite.kill_pool()
+        time.sleep(1.0)
+    # During trigger evaluation: each breaching pair is ingested, and both children are killed as its evaluation
+    # is taken (the first two rollouts twice in a row).
+    eval_kills = 0
+    for i, rollout in enumerate(triggers):
+        ctx.ingest(rollout, breaching_pair(rollout, "s1-breach"))
+        for _ in range(2 if i < 2 else 1):
+            time.sleep(0.2)
+            eval_kills += suite.kill_pool()
+    kills = purge_kills + eval_kills
+    log(f"{kills} worker children killed ({purge_kills} during the purge, {eval_kills} during evaluations)")
+    done = wait_until(
+        lambda: job_run(run_pk).status not in ("queued", "running") and all(fired(r) for r in triggers), 150, 1.0
+    )
+    result.check(bool(done), "purge or trigger evaluations not done 150 s after the last kill")
+    time.sleep(3)  # a second firing, if any, would show by now
+    result.counts.update(child_kills=kills, kills_during_purge=purge_kills, kills_during_evaluation=eval_kills)
     purge_effect(result, run_pk, expired, old)
-    result.check(kills >= 3, f"only {kills} kills happened")
+    result.check(purge_kills >= 2, f"only {purge_kills} kills during the purge")
+    result.check(eval_kills >= 8, f"only {eval_kills} kills during evaluations")
     return ctx.finish(result, {**{r.pk: 1 for r in triggers}, old.pk: 0})
 
 
@@ -226,7 +237,7 @@ def main_kill(ctx: Ctx) -> Result:
     log(f"worker main {main_pid} and its children killed; {left_at_kill} of {expired} expired outputs left")
     # Work queued while no worker runs.
     for rollout in triggers:
-        ctx.ingest(rollout, breaching_pair(rollout.slug, "s2-breach"))
+        ctx.ingest(rollout, breaching_pair(rollout, "s2-breach"))
     time.sleep(2)
     suite.start_worker()
     restarted = time.monotonic()
@@ -248,41 +259,66 @@ def main_kill(ctx: Ctx) -> Result:
 # --- 5. Two beats ---------------------------------------------------------------------------------------------------
 
 
+_SENT = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] Scheduler: Sending due task \S+ \((\S+)\)"
+)
+
+
+def _sends(beats: list[Any]) -> dict[str, list[dt.datetime]]:
+    """Every task each beat sent, from their logs: task name -> send times, in order."""
+    sends: dict[str, list[dt.datetime]] = collections.defaultdict(list)
+    for beat in beats:
+        for line in beat.logfile.read_text(errors="replace").splitlines():
+            match = _SENT.match(line)
+            if match:
+                sends[match.group(2)].append(dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f"))
+    return {task: sorted(times) for task, times in sends.items()}
+
+
 def two_beats(ctx: Ctx) -> Result:
     from governance.models import JobRun
 
     result = Result("5 two beats on a 5 s test schedule")
     suite = ctx.suite
-    period, window = 5.0, 44.0
+    period, half = 5.0, 14.0
     suite.beat.stop()
     suite.procs.remove(suite.beat)
     started = dt.datetime.now(dt.UTC)
     beats = [suite.start_beat(f"beat-{k}", "faults.settings") for k in "ab"]
-    time.sleep(window / 2)
-    leader = next((b for b in beats if "holds the beat lock" in b.logfile.read_text(errors="replace")), None)
-    result.check(leader is not None, "no beat took the lock")
-    if leader is not None:
-        leader.kill_group(signal.SIGKILL)
-        log(f"leader beat {leader.name} killed; the other takes over")
-    time.sleep(window / 2)
+
+    def leading() -> list[Any]:
+        return [b for b in beats if "holds the beat lock" in b.logfile.read_text(errors="replace")]
+
+    # The first to start takes the lock; both then run side by side for a while.
+    leader = wait_until(leading, 60, 0.5)
+    time.sleep(half)
+    result.check(len(leading()) == 1, f"{len(leading())} beats held the lock at once")
+    if leader:
+        leader[0].kill_group(signal.SIGKILL)
+        log(f"leader beat {leader[0].name} killed; the other takes over")
+    wait_until(lambda: len(leading()) == 2, 30, 0.5)
+    time.sleep(half)
     for beat in beats:
         beat.stop()
         if beat in suite.procs:
             suite.procs.remove(beat)
-    ended = dt.datetime.now(dt.UTC)
     suite.start_beat()
     # The worker records each run when it takes the task: let it drain the queue.
     wait_until(lambda: suite.queue_length() == 0, 90, 1.0)
     time.sleep(3)
-    counts = {}
+    sends = _sends(beats)
+    counts, gaps = {}, {}
     for job in ("check_scheduled_reviews", "verify_audit_log"):
-        counts[job] = JobRun.objects.filter(job=job, trigger="schedule", queued_at__gte=started).count()
-    expected = (ended - started).total_seconds() / period
-    taken_over = sum(1 for b in beats if "holds the beat lock" in b.logfile.read_text(errors="replace"))
-    result.counts.update(periods=round(expected, 1), runs=counts, beats_that_led=taken_over)
-    for job, n in counts.items():
-        # One beat sends one per period (less a few around start-up and the take-over); two would send twice that.
-        result.check(expected - 4 <= n <= expected + 1, f"{job} ran {n} times in {expected:.1f} periods")
+        times = sends.get(f"governance.tasks.{job}", [])
+        runs = JobRun.objects.filter(job=job, trigger="schedule", queued_at__gte=started).count()
+        counts[job] = {"sent": len(times), "runs": runs}
+        gaps[job] = round(min(((b - a).total_seconds() for a, b in itertools.pairwise(times)), default=0), 1)
+        # Once per period: never two sends of a job closer than half a period (two beats would send together).
+        result.check(len(times) >= 3, f"{job}: only {len(times)} sends")
+        result.check(gaps[job] >= period / 2, f"{job}: two sends {gaps[job]} s apart")
+        result.check(runs == len(times), f"{job}: {runs} runs for {len(times)} sends")
+    taken_over = len(leading())
+    result.counts.update(jobs=counts, min_gap_s=gaps, beats_that_led=taken_over, beat_kills=1)
     result.check(taken_over == 2, f"{taken_over} beat(s) held the lock; expected the second to take over")
     return ctx.finish(result, {})
 
@@ -375,15 +411,28 @@ def pg_terminate(ctx: Ctx) -> Result:
                 gave_up.append(runs[0]["run_id"])
             time.sleep(0.2)
 
+    logins: collections.Counter = collections.Counter()
+
+    # Logged in before the terminations start (a login takes seconds on a busy machine: it would rarely finish
+    # between two of them).
+    reading = suite.http()
+    result.check(reading.login("auditor", PASSWORD), "the reader could not log in")
+
     def reader() -> None:
-        client = suite.http()
-        client.login("auditor", PASSWORD)
+        # A login may meet a terminated connection (503) and is tried again; a page answering 302 while the
+        # session was good is a lost login (the checks below fail on it).
+        client, logged_in = reading, True
         while not stop.wait(0.5):
+            if not logged_in:
+                logged_in = client.login("auditor", PASSWORD)
+                logins["ok" if logged_in else "failed"] += 1
+                continue
             for path in ("/", f"/rollouts/{load.slug}/"):
                 code = client.request("GET", path)[0]
                 page_statuses[code] += 1
-                if code == 302:  # the session was fine; a 503 during login is possible
-                    client.login("auditor", PASSWORD)
+                if code == 302:
+                    logged_in = False
+                    break
 
     threads = [threading.Thread(target=killer), threading.Thread(target=reader)]
     for t in threads:
@@ -392,7 +441,7 @@ def pg_terminate(ctx: Ctx) -> Result:
         futures = [pool.submit(harness, 40) for _ in range(3)]
         time.sleep(8)
         for _ in range(8):
-            status, _h, _d = ctx.ingest(trig, breaching_pair(trig.slug, "s4-breach"))
+            status, _h, _d = ctx.ingest(trig, breaching_pair(trig, "s4-breach"))
             if status == 201:
                 break
             time.sleep(0.5)
@@ -410,11 +459,13 @@ def pg_terminate(ctx: Ctx) -> Result:
         retries_answered_duplicate=retried_duplicates[0],
         gave_up=len(gave_up),
         pages=dict(page_statuses),
+        logins=dict(logins),
     )
     result.check(terminated[0] >= 10, f"only {terminated[0]} backends terminated")
     result.check(not bad, f"unexpected answers: {bad[:3]}")
     result.check(not gave_up, f"{len(gave_up)} ingests never answered 201 after 8 tries")
     result.check(set(page_statuses) <= {200, 503}, f"pages answered {dict(page_statuses)}")
+    result.check(page_statuses[200] >= 5, f"only {page_statuses[200]} pages answered 200")
     # Web and workers recovered without a restart: a fresh ingest and a page answer now.
     status, _h, _d = ctx.ingest(load, [run_payload(load.slug, prefix="s4-after", outputs=1)])
     result.check(status == 201, f"ingest after the kills answered {status}")
@@ -459,7 +510,7 @@ def webhooks(ctx: Ctx) -> Result:
     time.sleep(1.0)
     try:
         sent = time.monotonic()
-        status, _h, _d = ctx.ingest(rollout, breaching_pair(rollout.slug, "s9-breach"))
+        status, _h, _d = ctx.ingest(rollout, breaching_pair(rollout, "s9-breach"))
         result.check(status == 201, f"breaching ingest answered {status}")
         wait_until(lambda: Rollout.objects.get(pk=rollout.pk).status == "rolled_back", 60, 0.2)
         rolled_back_after = time.monotonic() - sent
@@ -491,3 +542,295 @@ def webhooks(ctx: Ctx) -> Result:
 
 def fresh_token(ctx: Ctx) -> None:
     ctx.token = make_token()
+
+
+# --- 6. 50 concurrent approve/apply calls over HTTP ----------------------------------------------------------------
+
+_VERSION = re.compile(rb'name="version" value="([^"]+)"')
+
+
+def approvals(ctx: Ctx) -> Result:
+    """Six transition requests into canary (four whose gates pass, two with readiness left open), decided and
+    applied by 50 concurrent HTTP clients: every required role approves three times at once, applies are pressed
+    five times at once before and after the approvals are complete."""
+    from governance import services as gov
+    from governance.models import AuditEvent, TransitionApproval, TransitionRequest
+    from governance.selectors import approver_config
+    from rollout.models import Phase
+    from rollout.services import rollout_create_from_playbook
+    from tests.factories import complete_readiness
+    from tests.governance.helpers import sign_all
+
+    result = Result("6 50 concurrent approve/apply calls over HTTP")
+    suite, admin = ctx.suite, ctx.admin
+    deadlocks_before = int(suite.psql(f"SELECT deadlocks FROM pg_stat_database WHERE datname = '{suite.db}'") or 0)
+    requests, ready = [], set()
+    for i in range(6):
+        rollout = rollout_create_from_playbook(name=f"Faults s6 {i}", owner=admin)
+        if i < 4:
+            complete_readiness(rollout, admin)
+            ready.add(rollout.pk)
+        sign_all(rollout, ctx.users)
+        requests.append(gov.transition_request_create(rollout=rollout, justification="Faults s6", actor=admin))
+    required = {r.pk: approver_config(r.rollout)["canary"] for r in requests}
+    sessions: dict[str, Any] = {}
+    for role in {role for roles in required.values() for role in roles} | {"rollout-admin"}:
+        client = suite.http()
+        result.check(client.login(role, PASSWORD), f"{role} could not log in")
+        sessions[role] = client
+    statuses: collections.Counter = collections.Counter()
+    slow: list[float] = []
+
+    def call(method: str, client: Any, path: str, data: dict | None = None) -> tuple[int, bytes]:
+        started = time.monotonic()
+        if method == "GET":
+            status, _h, body = client.request("GET", path)
+        else:
+            status, _h, body = client.post_form(path, data or {})
+        slow.append(time.monotonic() - started)
+        with ctx.lock:
+            statuses[f"{method} {status}"] += 1
+        return status, body
+
+    def base(request: Any) -> str:
+        return f"/rollouts/{request.rollout.slug}/transitions/{request.pk}/"
+
+    def approve(request: Any, role: str) -> None:
+        client = sessions[role]
+        status, body = call("GET", client, base(request))
+        match = _VERSION.search(body) if status == 200 else None
+        data = {"version": match.group(1).decode() if match else "", "role": role, "decision": "approve"}
+        call("POST", client, base(request) + "decide/", {**data, "comment": ""})
+
+    def apply(request: Any) -> None:
+        client = sessions["rollout-admin"]
+        status, body = call("GET", client, base(request) + "apply/")
+        match = _VERSION.search(body) if status == 200 else None
+        call("POST", client, base(request) + "apply/", {"version": match.group(1).decode() if match else ""})
+
+    def undecided() -> list[tuple[Any, str]]:
+        done = set(TransitionApproval.objects.values_list("request_id", "role"))
+        return [(r, role) for r in requests for role in required[r.pk] if (r.pk, role) not in done]
+
+    calls = 0
+    with ThreadPoolExecutor(50) as pool:
+        # Round 1: every approval three times at once, mixed with applies pressed too early.
+        work = [(approve, (r, role)) for r in requests for role in required[r.pk] for _ in range(3)]
+        work += [(apply, (r,)) for r in requests for _ in range(4)]
+        random.Random(6).shuffle(work)
+        list(pool.map(lambda w: w[0](*w[1]), work))
+        calls += len(work)
+        # Approvals refused as stale (another role decided in between) are sent again, from a fresh page.
+        for _ in range(6):
+            left = undecided()
+            if not left:
+                break
+            work = [(r, role) for r, role in left for _ in range(2)]
+            list(pool.map(lambda w: approve(*w), work))
+            calls += len(work)
+        # Round 2: five applies at once per request.
+        work = [r for r in requests for _ in range(5)]
+        list(pool.map(apply, work))
+        calls += len(work)
+    deadlocks = int(suite.psql(f"SELECT deadlocks FROM pg_stat_database WHERE datname = '{suite.db}'") or 0)
+    applied = 0
+    for request in requests:
+        request = TransitionRequest.objects.get(pk=request.pk)
+        approvals_of = list(TransitionApproval.objects.filter(request=request))
+        roles = sorted(a.role for a in approvals_of)
+        apply_entries = AuditEvent.objects.filter(action="transition.apply", object_id=str(request.pk)).count()
+        active = Phase.objects.get(rollout_id=request.rollout_id, status="active").kind
+        result.check(
+            roles == sorted(required[request.pk]), f"request {request.pk}: approvals {roles}, required {required}"
+        )
+        if request.rollout_id in ready:
+            applied += request.status == "applied"
+            result.check(
+                (request.status, apply_entries, active) == ("applied", 1, "canary"),
+                f"request {request.pk} (gates pass): {request.status}, {apply_entries} apply entries, in {active}",
+            )
+            last_approval = max(a.decided_at for a in approvals_of)
+            result.check(
+                request.closed_at is not None and last_approval <= request.closed_at,
+                f"request {request.pk} applied before its last approval",
+            )
+        else:
+            result.check(
+                (request.status, apply_entries, active) == ("approved", 0, "preparation"),
+                f"request {request.pk} (readiness open): {request.status}, {apply_entries} apply entries, in {active}",
+            )
+    bad = {k: v for k, v in statuses.items() if not k.endswith((" 200", " 302"))}
+    slow.sort()
+    result.counts.update(
+        requests=len(requests),
+        http_calls=sum(statuses.values()),
+        actions=calls,
+        answers=dict(sorted(statuses.items())),
+        applied=applied,
+        approvals=TransitionApproval.objects.filter(request__in=requests).count(),
+        deadlocks=deadlocks - deadlocks_before,
+        p95_s=round(slow[int(len(slow) * 0.95)], 2) if slow else None,
+    )
+    result.check(not bad, f"answers other than 200/302: {bad}")
+    result.check(applied == len(ready), f"{applied} of {len(ready)} requests applied")
+    result.check(deadlocks == deadlocks_before, f"{deadlocks - deadlocks_before} deadlock(s) in PostgreSQL")
+    return ctx.finish(result, {})
+
+
+# --- 8. Mixed load with abusive requests ---------------------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+    except OSError:
+        return 0
+
+
+_abuse_numbers = itertools.count(1)
+
+
+def _abuse(suite: Suite, token: str, slug: str) -> list[tuple[str, Any]]:
+    """One round of abusive requests: (label, callable returning the status the server answered)."""
+    huge = b'{"runs": [' + b" " * (33 * 1024 * 1024) + b"]}"
+    nested = b'{"runs": ' + b"[" * 20000 + b"]" * 20000 + b"}"
+    bearer = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    ingest = "/api/v1/evaluation-runs/"
+
+    def post(body: bytes, headers: dict[str, str], path: str = ingest) -> int:
+        # A marker in the query string finds the request in gunicorn's access log when the client saw no answer.
+        marker = f"abuse={next(_abuse_numbers)}"
+        status = suite.http().request("POST", f"{path}?{marker}", body, headers)[0]
+        return status or (suite.access_status(marker) or 0)
+
+    def many_headers() -> int:
+        return suite.http().request("GET", "/login/", None, {f"X-Flood-{k}": "x" for k in range(150)})[0]
+
+    big_batch = {"runs": [run_payload(slug, prefix="s8-big", outputs=0) for _ in range(501)]}
+    return [
+        ("huge body", lambda: post(huge, bearer)),
+        ("huge form", lambda: post(b"a=" + b"x" * (5 * 1024 * 1024), form, "/login/")),
+        ("malformed json", lambda: post(b'{"runs": [{"run_id": ', bearer)),
+        ("not utf-8", lambda: post(b'{"runs": ["\xff\xfe"]}', bearer)),
+        ("deeply nested json", lambda: post(nested, bearer)),
+        ("wrong shape", lambda: post(json.dumps({"runs": "all of them"}).encode(), bearer)),
+        ("501 runs", lambda: post(json.dumps(big_batch).encode(), bearer)),
+        ("bad token", lambda: post(b'{"runs": []}', {**bearer, "Authorization": "Bearer not-a-token"})),
+        ("no token", lambda: suite.http().request("GET", "/api/v1/rollouts/")[0]),
+        ("long url", lambda: suite.http().request("GET", "/rollouts/" + "a" * 10000 + "/")[0]),
+        ("many headers", many_headers),
+        ("unknown page", lambda: suite.http().request("GET", "/no/such/page/")[0]),
+        ("bad method", lambda: suite.http().request("DELETE", "/api/v1/rollouts/", None, bearer)[0]),
+    ]
+
+
+def mixed_load(ctx: Ctx, seconds: float = 45.0) -> Result:
+    result = Result(f"8 mixed load for {seconds:.0f} s with abusive requests")
+    suite = ctx.suite
+    load = canary_rollout("s8 load", ctx.admin)
+    burst_token = make_token()
+    time.sleep(1.0)
+    stop = threading.Event()
+    pages = ["/", f"/rollouts/{load.slug}/", "/evaluations/", "/audit/", "/compliance/jobs/"]
+    pages += ["/compliance/retention/", f"/rollouts/{load.slug}/transitions/", "/static/js/confirm.js"]
+    latencies: list[float] = []
+    page_statuses: collections.Counter = collections.Counter()
+    abuse_statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    burst_statuses: collections.Counter = collections.Counter()
+    rss: dict[int, int] = {}
+    bad_ingest: list[str] = []
+
+    probes: collections.Counter = collections.Counter()
+
+    def browser(username: str) -> None:
+        client = suite.http()
+        if not client.login(username, PASSWORD):
+            page_statuses["login failed"] += 1
+            return
+        # A user browses the pages their roles open (a 403 for the others is the access matrix, not a fault).
+        mine = []
+        for path in pages:
+            status = client.request("GET", path)[0]
+            with ctx.lock:
+                probes[status] += 1
+            if status == 200:
+                mine.append(path)
+        for path in itertools.cycle(mine or ["/"]):
+            if stop.is_set():
+                return
+            started = time.monotonic()
+            status = client.request("GET", path)[0]
+            with ctx.lock:
+                latencies.append(time.monotonic() - started)
+                page_statuses[status] += 1
+            time.sleep(0.2)
+
+    def harness() -> None:
+        client = suite.http()
+        while not stop.wait(0.4):
+            status, _h, data = ctx.ingest(
+                load, [run_payload(load.slug, prefix="s8", outputs=3) for _ in range(2)], client
+            )
+            if status != 201:
+                bad_ingest.append(f"{status} {str(data)[:120]}")
+
+    def abuser() -> None:
+        while not stop.is_set():
+            for label, send in _abuse(suite, ctx.token, load.slug):
+                if stop.is_set():
+                    return
+                status = send()
+                with ctx.lock:
+                    abuse_statuses[label][status] += 1
+                time.sleep(0.3)
+            # A burst: 60 reads at once on one token.
+            burst = suite.http()
+
+            def read(_: int, client: Any = burst) -> int:
+                return client.api("GET", "/api/v1/rollouts/", burst_token)[0]
+
+            with ThreadPoolExecutor(12) as pool:
+                for status in pool.map(read, range(60)):
+                    burst_statuses[status] += 1
+
+    def memory() -> None:
+        while not stop.wait(2.0):
+            for pid in suite.web.children():
+                rss[pid] = max(rss.get(pid, 0), _rss_kib(pid))
+
+    users = ["auditor", "rollout-admin", "product-lead", "compliance-reviewer"]
+    threads = [threading.Thread(target=browser, args=(u,)) for u in users]
+    threads += [threading.Thread(target=harness) for _ in range(2)]
+    threads += [threading.Thread(target=abuser), threading.Thread(target=memory)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=120)
+    result.check(not any(t.is_alive() for t in threads), "a load thread did not stop within 120 s")
+    latencies.sort()
+    abuse_5xx = {label: dict(c) for label, c in abuse_statuses.items() if any(s >= 500 or s == 0 for s in c)}
+    all_abuse = collections.Counter()
+    for counter in abuse_statuses.values():
+        all_abuse.update(counter)
+    result.counts.update(
+        page_requests=len(latencies),
+        pages=dict(page_statuses),
+        p50_read_s=round(latencies[len(latencies) // 2], 3) if latencies else None,
+        p95_read_s=round(latencies[int(len(latencies) * 0.95)], 3) if latencies else None,
+        abusive=sum(all_abuse.values()),
+        abusive_answers=dict(sorted(all_abuse.items())),
+        burst_answers=dict(burst_statuses),
+        web_workers=len(rss),
+        web_worker_rss_max_mib=round(max(rss.values(), default=0) / 1024, 1),
+    )
+    result.check(set(page_statuses) <= {200}, f"pages answered {dict(page_statuses)}")
+    result.check(set(probes) <= {200, 403}, f"the first look at each page answered {dict(probes)}")
+    result.check(not bad_ingest, f"ingests not answered 201: {bad_ingest[:3]}")
+    result.check(not abuse_5xx, f"abusive requests answered 5xx or no answer: {abuse_5xx}")
+    result.check(all(s < 500 and s != 0 for s in burst_statuses), f"burst answered {dict(burst_statuses)}")
+    result.check(len(latencies) > 50, f"only {len(latencies)} page reads")
+    return ctx.finish(result, {load.pk: 0})

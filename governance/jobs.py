@@ -38,6 +38,7 @@ from django.utils import timezone
 from rollout import outbox
 from rollout.context import current_actor, user_actor
 from rollout.errors import DomainError
+from rollout.retries import DATABASE_ERRORS
 from rollout.roles import Role, require_perm
 
 from . import ledger
@@ -368,6 +369,9 @@ def run_job(
             )
         except DomainError as exc:
             return _finish(run, JobStatus.FAILED, error=exc.message)
+        except DATABASE_ERRORS:
+            # The connection was lost: the run stays running and the task retries (same task id), resuming it.
+            raise
         except Exception as exc:
             log.exception("%s failed", job)
             return _finish(run, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")

@@ -15,7 +15,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 from simple_history.signals import post_create_historical_record
 
-from evaluations.signals import runs_ingested, samples_ingested
+from evaluations.signals import runs_ingested, runs_stored, samples_ingested, samples_stored
 from rollout.context import Actor, acting_as
 from rollout.models import Incident
 from rollout.signals import access_denied, home_panels, plan_changed, rollout_panels, rollout_rolled_back
@@ -43,6 +43,7 @@ def supersede_sign_offs(sender, rollout, actor, reason, **kwargs) -> None:
 
 @receiver(rollout_rolled_back, dispatch_uid="governance.ledger.rollback")
 def ledger_rollback(sender, incident_id, **kwargs) -> None:
+    """In the rollback's transaction: a rollback never commits without its entry."""
     incident = Incident.objects.select_related("phase").get(pk=incident_id)
     ledger.append(
         action="rollout.rollback",
@@ -60,20 +61,20 @@ def ledger_rollback(sender, incident_id, **kwargs) -> None:
     )
 
 
-@receiver(runs_ingested, dispatch_uid="governance.ledger.runs_ingested")
+@receiver(runs_stored, dispatch_uid="governance.ledger.runs_ingested")
 def ledger_runs_ingested(sender, rollout_id, run_ids, actor=None, **kwargs) -> None:
-    """One entry per ingest request and rollout (runs are bulk data, not tracked row by row)."""
+    """One entry per ingest request and rollout (runs are bulk data, not tracked row by row), in the ingest's
+    transaction: the runs and their entry commit together."""
     _ledger_ingest("evaluations.runs_ingested", sender, rollout_id, run_ids, "evaluation run", actor)
 
 
-@receiver(samples_ingested, dispatch_uid="governance.ledger.samples_ingested")
+@receiver(samples_stored, dispatch_uid="governance.ledger.samples_ingested")
 def ledger_samples_ingested(sender, rollout_id, sample_ids, actor=None, **kwargs) -> None:
     _ledger_ingest("evaluations.samples_ingested", sender, rollout_id, sample_ids, "monitoring sample", actor)
 
 
 def _ledger_ingest(action: str, model, rollout_id: int, ids: list[int], noun: str, actor: Any) -> None:
-    # The signal carries who ingested (the API token, or the command's user): it runs on commit,
-    # possibly after the request's own context is gone.
+    # The signal carries who ingested (the API token, or the command's user).
     ledger.append(
         actor=actor if isinstance(actor, Actor) else None,
         action=action,

@@ -19,7 +19,8 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from evaluations.models import RunOutput, SuccessCriterion
-from evaluations.selectors import ga_gate
+from evaluations.selectors import PhaseDeltas, TriggerStatus, deltas, ga_gate, trigger_statuses
+from evaluations.stats import Verdict
 from rollout.models import (
     ChecklistItem,
     ChecklistKind,
@@ -425,6 +426,79 @@ def transition_detail(slug: str, pk: int) -> TransitionView:
     return transition_view(request)
 
 
+# --- The evidence in front of approvers -------------------------------------------------------------------------
+
+VERDICT_ORDER: tuple[str, ...] = (
+    Verdict.REGRESSED,
+    Verdict.IMPROVED,
+    Verdict.NO_CLEAR_CHANGE,
+    Verdict.NOT_ENOUGH_DATA,
+)
+
+
+@dataclass
+class TransitionEvidence:
+    """What approvers of a pending request should see: the current phase's deltas, the triggers, open incidents.
+
+    The phase is the active one, else (rolled back, nothing active) the phase the request moves on from.
+    Everything comes from the evaluations selectors the full pages use, so the figures are the same.
+    """
+
+    rollout: Rollout
+    phase: Phase | None
+    deltas: PhaseDeltas | None
+    triggers: list[TriggerStatus]
+    open_incidents: list[Incident]
+
+    @property
+    def verdicts(self) -> list[tuple[str, int]]:
+        """How many metrics got each verdict, worst first; verdicts no metric got are left out."""
+        if self.deltas is None:
+            return []
+        counts = {v: 0 for v in VERDICT_ORDER}
+        for m in self.deltas.metrics:
+            counts[m.comparison.verdict] = counts.get(m.comparison.verdict, 0) + 1
+        return [(v, n) for v, n in counts.items() if n]
+
+    @property
+    def criteria(self) -> list:
+        """The metrics that have a success criterion."""
+        return [m for m in self.deltas.metrics if m.criterion is not None] if self.deltas else []
+
+    @property
+    def criteria_met(self) -> int:
+        return sum(1 for m in self.criteria if m.meets_criterion is True)
+
+    @property
+    def criteria_unmet(self) -> list:
+        return [m for m in self.criteria if m.meets_criterion is False]
+
+    @property
+    def firing(self) -> list[TriggerStatus]:
+        return [t for t in self.triggers if t.required and t.streak >= t.required]
+
+
+def transition_evidence(request: TransitionRequest) -> TransitionEvidence:
+    """The evidence panel of a request page. Nine queries whatever the number of runs, samples and incidents.
+
+    Three for the deltas (phases, day summaries, criteria), five for the trigger streaks, one for the incidents.
+    """
+    rollout = request.rollout
+    report = deltas(rollout)
+    by_kind = {p.phase.kind: p for p in report.phases}
+    current = next((p for p in report.phases if p.phase.status == PhaseStatus.ACTIVE), None)
+    shown = current or by_kind.get(request.from_phase)
+    return TransitionEvidence(
+        rollout=rollout,
+        phase=shown.phase if shown else None,
+        deltas=shown,
+        triggers=trigger_statuses(rollout, current.phase if current else None),
+        open_incidents=list(
+            rollout.incidents.filter(status=IncidentStatus.OPEN).select_related("phase").order_by("opened_at", "id")
+        ),
+    )
+
+
 def transition_requests(rollout: Rollout) -> QuerySet[TransitionRequest]:
     return (
         TransitionRequest.objects.filter(rollout=rollout)
@@ -597,6 +671,11 @@ def audit_events(filters: AuditFilter) -> QuerySet[AuditEvent]:
     if filters.object_id:
         qs = qs.filter(object_id=filters.object_id)
     return qs.order_by("-sequence")
+
+
+def ledger_holds(sequence: int, *, using: str) -> bool:
+    """Whether the database behind ``using`` (a replica) holds the ledger up to ``sequence``: one index probe."""
+    return sequence <= 0 or AuditEvent.objects.using(using).filter(sequence__gte=sequence).exists()
 
 
 def rollout_names(ids: Sequence[int]) -> dict[int, Rollout]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from rollout.retries import DATABASE_RETRY
+
 from . import denials
 from .jobs import JOBS, run_job
 from .models import Job, JobTrigger
@@ -19,6 +21,7 @@ from .models import Job, JobTrigger
 def _options(job: str) -> dict:
     spec = JOBS[job]
     return {
+        **DATABASE_RETRY,
         "bind": True,
         "name": spec.task_name,
         "ignore_result": True,
@@ -69,7 +72,9 @@ def update_compliance_records(self, job_run_id: int | None = None) -> str | None
     return _run(self, Job.UPDATE_COMPLIANCE_RECORDS, job_run_id)
 
 
-@shared_task(name="governance.tasks.summarise_denials", ignore_result=True, soft_time_limit=60, time_limit=90)
+@shared_task(
+    **DATABASE_RETRY, name="governance.tasks.summarise_denials", ignore_result=True, soft_time_limit=60, time_limit=90
+)
 def summarise_denials() -> int:
     """Summarise the closed denial windows no later denial has closed (``governance.denials``); safe to run twice:
     each window is locked (SKIP LOCKED), summarised once and deleted."""

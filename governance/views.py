@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
+from config.db_router import reads_from_replica, replica_reads, stream_from_replica
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
 from rollout.models import Rollout
@@ -120,12 +121,15 @@ def transition_create(request: HttpRequest, slug: str) -> HttpResponse:
 @require_safe
 def transition_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     view = selectors.transition_detail(slug, pk)
+    # Approvers decide on a pending request: the evidence is live, so a closed request does not show it.
+    evidence = selectors.transition_evidence(view.request) if view.request.is_pending else None
     return render(
         request,
         "governance/transition_detail.html",
         {
             "rollout": view.request.rollout,
             "t": view,
+            "evidence": evidence,
             "decidable": view.decidable_roles(request.user),
             "form": DecisionForm(),
         },
@@ -278,6 +282,7 @@ def _object_types() -> list[str]:
 
 @require_safe
 @permission_required("governance.view_auditevent", raise_exception=True)
+@reads_from_replica
 def audit_list(request: HttpRequest) -> HttpResponse:
     return _audit_page(request, AuditFilterForm(request.GET))
 
@@ -298,9 +303,14 @@ def audit_export(request: HttpRequest) -> HttpResponse:
         form.add_error(None, exc.message)
         return _audit_page(request, form)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    response = StreamingHttpResponse(
-        ledger.export_chunks(queryset, fmt, manifest=manifest.of_export(event)), content_type=EXPORT_TYPES[fmt]
+    # The entry and the manifest are written on the primary; the rows stream from the replica once it holds
+    # every entry the manifest covers.
+    through = event.after["through_sequence"]
+    chunks = stream_from_replica(
+        ledger.export_chunks(queryset, fmt, manifest=manifest.of_export(event)),
+        ready=lambda alias: selectors.ledger_holds(through, using=alias),
     )
+    response = StreamingHttpResponse(chunks, content_type=EXPORT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="audit-ledger-{stamp}-export{event.sequence}.{fmt}"'
     response["X-Audit-Export-Entry"] = str(event.sequence)
     return response
@@ -591,19 +601,21 @@ def review_reassign(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required("governance.view_dailydeltareport", raise_exception=True)
 def delta_reports(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
-    page = _page(request, selectors.delta_reports(rollout))
-    items = list(page.object_list)
-    # The day before the page's oldest report, for its day-over-day change: one more query.
-    before = selectors.previous_report(items[-1]) if items else None
-    rows = [
-        (report, reports.day_over_day(report, items[i + 1] if i + 1 < len(items) else before))
-        for i, report in enumerate(items)
-    ]
-    return render(request, "governance/delta_reports.html", {"rollout": rollout, "page": page, "rows": rows})
+    with replica_reads():
+        page = _page(request, selectors.delta_reports(rollout))
+        items = list(page.object_list)
+        # The day before the page's oldest report, for its day-over-day change: one more query.
+        before = selectors.previous_report(items[-1]) if items else None
+        rows = [
+            (report, reports.day_over_day(report, items[i + 1] if i + 1 < len(items) else before))
+            for i, report in enumerate(items)
+        ]
+        return render(request, "governance/delta_reports.html", {"rollout": rollout, "page": page, "rows": rows})
 
 
 @require_safe
 @permission_required("governance.view_dailydeltareport", raise_exception=True)
+@reads_from_replica
 def delta_report_detail(request: HttpRequest, slug: str, day: str) -> HttpResponse:
     try:
         date = dt.date.fromisoformat(day)

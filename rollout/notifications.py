@@ -1,7 +1,7 @@
 """Telling stakeholders about a rollback: email, and outgoing webhooks per rollout (the triage channel).
 
-On commit of a rollback (``signals.rollout_rolled_back``) one delivery per
-active endpoint is recorded with its body fixed, and Celery tasks send the
+In the rollback's transaction (``signals.rollout_rolled_back``) one delivery per
+active endpoint is recorded with its body fixed, and after commit Celery tasks send the
 email and post the webhooks, retrying with exponential backoff; each attempt
 is recorded. Webhook bodies are Slack-compatible JSON signed with
 HMAC-SHA256 over ``"<timestamp>.<body>"``.
@@ -177,8 +177,8 @@ def stakeholder_emails(rollout: Rollout) -> list[str]:
 
 @receiver(rollout_rolled_back, dispatch_uid="rollout.notifications.notify_rollback")
 def notify_rollback(sender, incident_id: int, **kwargs) -> None:
-    """Runs on commit of the rollback: record the deliveries and, in the same transaction, the tasks that send
-    them (the outbox: a broker outage delays them, never drops them)."""
+    """Runs in the rollback's transaction: record the deliveries and the tasks that send them (the outbox: a
+    broker outage delays them, never drops them; they are published on commit)."""
     with transaction.atomic():
         deliveries = create_deliveries(incident_id=incident_id)
         outbox.enqueue("rollout.tasks.send_rollback_email", args=[incident_id])

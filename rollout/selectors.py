@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Case, Count, OuterRef, Prefetch, Q, QuerySet, Subquery, When
 from django.shortcuts import get_object_or_404
 
 from .models import (
     ChecklistItem,
     ChecklistKind,
     Cohort,
+    CohortMembership,
     Communication,
     CommunicationKind,
     EscalationContact,
@@ -243,10 +244,21 @@ def tenant_list() -> QuerySet[Tenant]:
     return Tenant.objects.order_by("name")
 
 
+def flags_on(*, rollout_ids: list[int], tenant_id: int | None = None) -> set[tuple[int, str, int]]:
+    """The governed state, the one source of truth of every flag reader (the flags API and OFREP): the
+    ``(rollout id, flag key, tenant id)`` that are on. A flag is on for a tenant when its exposure row says so
+    (phase applies, rollbacks, the kill switch and the voice-insights rule all write those rows); no row is off.
+    One query."""
+    exposures = FlagExposure.objects.filter(flag__rollout_id__in=rollout_ids, enabled=True)
+    if tenant_id is not None:
+        exposures = exposures.filter(tenant_id=tenant_id)
+    return set(exposures.values_list("flag__rollout_id", "flag__key", "tenant_id"))
+
+
 def desired_flag_state(rollout: Rollout) -> dict[str, Any]:
     """The flags the configuration service should apply, per cohort and per tenant."""
     cohorts = list(rollout.cohorts.prefetch_related("memberships__tenant"))
-    on = set(FlagExposure.objects.filter(flag__rollout=rollout, enabled=True).values_list("flag__key", "tenant_id"))
+    on = flags_on(rollout_ids=[rollout.pk])
     result = []
     for cohort in cohorts:
         tenants = []
@@ -255,11 +267,81 @@ def desired_flag_state(rollout: Rollout) -> dict[str, Any]:
                 {
                     "tenant": m.tenant.slug,
                     "name": m.tenant.name,
-                    "flags": {key: (key, m.tenant_id) in on for key in FlagKey.values},
+                    "flags": {key: (rollout.pk, key, m.tenant_id) in on for key in FlagKey.values},
                 }
             )
         result.append({"cohort": cohort.kind, "name": cohort.name, "tenants": tenants})
     return {"rollout": rollout.slug, "status": rollout.status, "cohorts": result}
+
+
+# Which rollout governs a flag for a tenant that is a member of several (OFREP, README "OpenFeature"): a rollout
+# in progress or rolled back first, then a completed one, then a draft, then a cancelled one; among equals the
+# newest. Only the governing rollout's exposure counts, so the answer is always that rollout's flags API.
+GOVERNING_ORDER: dict[str, int] = {
+    RolloutStatus.IN_PROGRESS: 0,
+    RolloutStatus.ROLLED_BACK: 0,
+    RolloutStatus.COMPLETED: 1,
+    RolloutStatus.DRAFT: 2,
+    RolloutStatus.CANCELLED: 3,
+}
+
+
+@dataclass(frozen=True)
+class TenantFlag:
+    """One flag's governed value for one tenant, and where it comes from (``rollout`` None: no rollout governs
+    it, or the tenant is unknown)."""
+
+    key: str
+    value: bool
+    tenant: Tenant | None = None
+    rollout: Rollout | None = None
+    phase: str = ""
+    cohort: str = ""
+
+
+def tenant_flags(tenant_slug: str) -> dict[str, TenantFlag]:
+    """Every flag key's governed value for one tenant, by the governing rule above. Five queries,
+    whatever the number of rollouts, tenants and exposures (one for an unknown tenant)."""
+    tenant = Tenant.objects.filter(slug=tenant_slug).first()
+    if tenant is None:
+        return {key: TenantFlag(key=key, value=False) for key in FlagKey.values}
+    memberships = list(
+        CohortMembership.objects.filter(tenant=tenant).select_related("rollout", "cohort").order_by("rollout_id")
+    )
+    rollouts = {m.rollout_id: m for m in memberships}
+    # The active phase; without one (rolled back), the latest phase rolled back.
+    phases: dict[int, str] = {}
+    for rollout_id, kind in (
+        Phase.objects.filter(rollout_id__in=rollouts, status__in=[PhaseStatus.ACTIVE, PhaseStatus.ROLLED_BACK])
+        .order_by(Case(When(status=PhaseStatus.ACTIVE, then=1), default=0), "order")
+        .values_list("rollout_id", "kind")
+    ):
+        phases[rollout_id] = kind
+    defined: dict[str, list[int]] = {}
+    for rollout_id, key in FeatureFlag.objects.filter(rollout_id__in=rollouts).values_list("rollout_id", "key"):
+        defined.setdefault(key, []).append(rollout_id)
+    on = flags_on(rollout_ids=list(rollouts), tenant_id=tenant.pk)
+
+    def rank(rollout_id: int) -> tuple[int, float, int]:
+        r = rollouts[rollout_id].rollout
+        return (GOVERNING_ORDER.get(r.status, 9), -r.created_at.timestamp(), -r.pk)
+
+    result = {}
+    for key in FlagKey.values:
+        candidates = sorted(defined.get(key, []), key=rank)
+        if not candidates:
+            result[key] = TenantFlag(key=key, value=False, tenant=tenant)
+            continue
+        m = rollouts[candidates[0]]
+        result[key] = TenantFlag(
+            key=key,
+            value=(m.rollout_id, key, tenant.pk) in on,
+            tenant=tenant,
+            rollout=m.rollout,
+            phase=phases.get(m.rollout_id, ""),
+            cohort=m.cohort.kind,
+        )
+    return result
 
 
 def prelaunch_draft(rollout: Rollout) -> tuple[str, str]:

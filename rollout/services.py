@@ -198,7 +198,8 @@ def rollout_rollback(
 
     The phase and rollout become ``rolled_back``; for every tenant of a cohort
     already exposed, the multi-agent flags go off and ``agent_v1_fallback`` on.
-    Listeners of ``signals.rollout_rolled_back`` (notifications) run on commit.
+    Listeners of ``signals.rollout_rolled_back`` (the ledger entry, the notifications' deliveries) run in the
+    same transaction; the notifications themselves are sent by tasks after commit (the outbox).
     """
     if kind == IncidentKind.MANUAL:
         require_perm(actor, "rollout.roll_back_rollout")
@@ -265,8 +266,9 @@ def rollout_rollback(
             step.done_by, step.done_at = actor, now
         save_tracked(step, actor=actor, reason=reason)
 
-    incident_id = incident.pk
-    transaction.on_commit(lambda: signals.rollout_rolled_back.send(sender=Incident, incident_id=incident_id))
+    # In this transaction, not on commit: the ledger entry and the notifications' deliveries and outbox rows
+    # commit with the rollback, so a process killed right after the commit loses none of them.
+    signals.rollout_rolled_back.send(sender=Incident, incident_id=incident.pk)
     return incident
 
 

@@ -10,7 +10,7 @@ import django.dispatch
 rollout_created = django.dispatch.Signal()  # rollout, actor, reason
 # Sent inside the transaction that changed the plan: governance supersedes sign-offs.
 plan_changed = django.dispatch.Signal()  # rollout, actor, reason
-# Sent on commit of a rollback: notifications.
+# Sent inside the rollback's transaction: the ledger entry, the notifications' deliveries (sent after commit).
 rollout_rolled_back = django.dispatch.Signal()  # incident_id
 # A request was refused: governance records it in the audit ledger (repeats aggregated per window).
 # ``reason`` is "permission-denied" (the 403 page), "csrf-failed" or "api" (a 401/403/429 of the API, with

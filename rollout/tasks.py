@@ -8,15 +8,16 @@ from django.conf import settings
 from . import notifications, outbox
 from .context import Actor, acting_as
 from .models import DeliveryStatus
+from .retries import DATABASE_RETRY
 
 
-@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+@shared_task(**DATABASE_RETRY, ignore_result=True, soft_time_limit=60, time_limit=90)
 def send_rollback_email(incident_id: int) -> int:
     with acting_as(Actor(kind="task", name="rollout.send_rollback_email")):
         return notifications.send_rollback_email(incident_id=incident_id)
 
 
-@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+@shared_task(**DATABASE_RETRY, ignore_result=True, soft_time_limit=60, time_limit=90)
 def deliver_webhook(delivery_id: int) -> str | None:
     """One attempt per run; after a failed one the next is scheduled with exponential backoff.
 
@@ -38,7 +39,7 @@ def deliver_webhook(delivery_id: int) -> str | None:
     return delivery.status
 
 
-@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+@shared_task(**DATABASE_RETRY, ignore_result=True, soft_time_limit=50, time_limit=60)
 def relay_outbox() -> int:
     """Send the outbox rows the on-commit attempt could not (broker down) or that became due (a backoff)."""
     sent, _failed = outbox.relay_pending()

@@ -26,6 +26,8 @@ ROLES = [r.value for r in Role]
 # The columns of the two tables, in order. On pages, "token" is a token with both scopes.
 PAGE_PRINCIPALS = ["anonymous", *ROLES, "token"]
 API_PRINCIPALS = ["anonymous", *ROLES, "token:ingest", "token:read", "token:none", "token:bad"]
+# The integrations outside /api/v1/ (issue 12: OFREP, /metrics): tokens of their own scopes.
+INTEGRATION_PRINCIPALS = ["anonymous", *ROLES, "token:flags", "token:metrics", "token:read", "token:bad"]
 
 # Expected values that are not a bare status code.
 LOGIN = "login"  # 302 to the login page with ?next= (LoginRequiredMiddleware)
@@ -182,11 +184,14 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
     from governance.selectors import plan_hash
 
     tenants = list(world.rollout.cohorts.order_by("pk").first().memberships.values_list("tenant_id", flat=True))
+    tenant_slug = "matrix-tenant"  # the world has no tenants: an unknown one is answered (off, by default)
     bodies = {
         "login": lambda: {"username": "auditor", "password": "pw"},
         "admin:login": lambda: {"username": "auditor", "password": "pw"},
         "api:evaluation-runs": lambda: {"runs": [_run(world)]},
         "api:monitoring-samples": lambda: {"samples": [_sample(world)]},
+        "ofrep:evaluate-flags": lambda: {"context": {"targetingKey": tenant_slug}},
+        "ofrep:evaluate-flag": lambda: {"context": {"targetingKey": tenant_slug}},
         "rollout:create": lambda: {"name": "Agent handoff rollout", "start_date": "2027-01-04"},
         "rollout:plan_edit": lambda: _plan(world),
         "rollout:escalation_edit": lambda: {
@@ -258,7 +263,7 @@ def send(cell: Cell, client: Client, world: World, kwargs: dict[str, Any]):
     url = reverse(cell.name, kwargs=kwargs)
     if cell.method == "GET":
         response = client.get(url)
-    elif cell.name.startswith("api:"):
+    elif cell.name.startswith(("api:", "ofrep:")):
         body = json.dumps(post_body(cell.name, cell.principal, world) if cell.method == "POST" else {})
         response = client.generic(cell.method, url, body, content_type="application/json")
     elif cell.method == "POST":

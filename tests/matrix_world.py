@@ -58,6 +58,7 @@ class World:
             "api:rollout": {"slug": slug},
             "api:rollout-flags": {"slug": slug},
             "api:rollout-deltas": {"slug": slug},
+            "ofrep:evaluate-flag": {"key": "react_loop"},
             "evaluations:deltas": {"slug": slug},
             "evaluations:runs": {"slug": slug},
             "evaluations:run": {"slug": slug, "run_id": self.run_id},
@@ -171,6 +172,8 @@ def build_world(users: dict[str, Any]) -> World:
         "read": api_token_create(name="config-service", scopes=["read"], actor=None)[1],
         "both": api_token_create(name="harness-full", scopes=["ingest", "read"], actor=None)[1],
         "bad": "rgd_not-a-token-anyone-was-given",
+        "flags": api_token_create(name="openfeature", scopes=["flags"], actor=None)[1],
+        "metrics": api_token_create(name="prometheus", scopes=["metrics"], actor=None)[1],
     }
     scopeless, tokens["none"] = api_token_create(name="legacy", scopes=["read"], actor=None)
     # The service refuses to create a token without scopes; a row could still lose them (an old

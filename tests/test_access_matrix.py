@@ -30,6 +30,7 @@ from tests.matrix_world import build_world
 
 from .access_matrix import (
     API_PRINCIPALS,
+    INTEGRATION_PRINCIPALS,
     PAGE_PRINCIPALS,
     WRITES,
     Cell,
@@ -196,7 +197,17 @@ api:import-promptfoo           GET  401    401    401    401    401    401    40
 api:import-promptfoo           POST 401    401    401    401    401    401    401    401   | 422    403    403    401
 """
 
-CELLS = parse(PAGES, PAGE_PRINCIPALS) + parse(API, API_PRINCIPALS)
+# The integrations of issue 12 outside /api/v1/: the OpenFeature Remote Evaluation Protocol (flags scope) and the
+# Prometheus scrape (metrics scope). Tokens: flags, metrics, read, an unknown token.
+INTEGRATIONS = """
+# url name                          anon   admin  prod   supp   comp   sre    revw   audit | flags  metric read   bad
+ofrep:evaluate-flags           GET  401    401    401    401    401    401    401    401   | 405    403    403    401
+ofrep:evaluate-flags           POST 401    401    401    401    401    401    401    401   | 200    403    403    401
+ofrep:evaluate-flag            GET  401    401    401    401    401    401    401    401   | 405    403    403    401
+ofrep:evaluate-flag            POST 401    401    401    401    401    401    401    401   | 200    403    403    401
+"""
+
+CELLS = parse(PAGES, PAGE_PRINCIPALS) + parse(API, API_PRINCIPALS) + parse(INTEGRATIONS, INTEGRATION_PRINCIPALS)
 
 # Outside the table, with the reason.
 EXCLUDED_NAMESPACES = {"admin": "the Django admin: staff only, its own permission checks (see the docstring)"}
@@ -260,7 +271,8 @@ def check(cell: Cell, world, kwargs: dict, tables: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "principal", sorted({c.principal for c in CELLS}, key=[*PAGE_PRINCIPALS, *API_PRINCIPALS].index)
+    "principal",
+    sorted({c.principal for c in CELLS}, key=[*PAGE_PRINCIPALS, *API_PRINCIPALS, *INTEGRATION_PRINCIPALS].index),
 )
 def test_access_matrix(principal, world, subtests):
     """All cells of one principal against one world (built once); each cell is a subtest named after it."""

@@ -3,7 +3,7 @@
 Run in the environment of the deployment under test (its settings and database, after
 ``seed_demo``); prints JSON: ``urls`` (URL name and path, one per pattern and demo object),
 ``unresolved`` (patterns with kwargs this table cannot fill: the test fails on them), ``empty``
-(patterns whose objects the demo data has none of) and ``token``, an API token of both scopes.
+(patterns whose objects the demo data has none of) and ``token``, an API token of every scope.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _sources() -> dict[str, KwargsSource]:
         ScheduledReview,
         TransitionRequest,
     )
-    from rollout.models import ChecklistItem, Cohort, Communication, Incident, IncidentStep, Phase, Rollout
+    from rollout.models import ChecklistItem, Cohort, Communication, FlagKey, Incident, IncidentStep, Phase, Rollout
 
     def slugs() -> Iterator[dict]:
         for slug in Rollout.objects.order_by("pk").values_list("slug", flat=True):
@@ -135,6 +135,7 @@ def _sources() -> dict[str, KwargsSource]:
             "governance:review": reviews,
             "governance:review_reassign": reviews,
             "api:evaluation-run": api_runs,
+            "ofrep:evaluate-flag": lambda: ({"key": key} for key in FlagKey.values),
         }
     )
     return table
@@ -199,7 +200,9 @@ def collect() -> dict:
             empty.append(name)
         urls.extend({"name": name, "path": path} for path in found)
     urls.extend({"name": name, "path": path} for name, path in _admin_urls())
-    _token, raw = api_token_create(name=f"walk-{os.getpid()}", scopes=["ingest", "read"], actor=None)
+    _token, raw = api_token_create(
+        name=f"walk-{os.getpid()}", scopes=["ingest", "read", "flags", "metrics"], actor=None
+    )
     return {"urls": urls, "unresolved": unresolved, "empty": empty, "token": raw}
 
 

@@ -289,7 +289,8 @@ def test_every_page_of_the_demo_data_answers_200_through_gunicorn(gunicorn_port,
     outcomes: dict[str, list[str]] = {"200": [], "post-only": [], "failed": []}
     for url in listing["urls"]:
         name, path = url["name"], url["path"]
-        extra = api_auth if name.startswith("api:") and name not in {"api:docs", "api:redoc"} else {}
+        tokened = name.startswith(("api:", "ofrep:")) or name == "metrics"
+        extra = api_auth if tokened and name not in {"api:docs", "api:redoc"} else {}
         status, headers, _ = admin.request("GET", path, headers=extra)
         who = "admin"
         if status == 403:

@@ -443,6 +443,23 @@ def test_the_api_needs_no_csrf_token_and_a_session_does_not_authenticate_it(cana
     assert_problem(strict.get("/api/v1/rollouts/"), 401, "not-authenticated")
 
 
+def test_the_ledger_entry_of_an_ingest_commits_with_its_runs(api, canary, django_capture_on_commit_callbacks):
+    """Written in the ingest's transaction, not on commit: a process killed between the commit and its on-commit
+    callbacks (none of them runs here) still leaves exactly one entry per ingest and rollout."""
+    from governance.models import AuditEvent
+
+    start = timezone.now() - dt.timedelta(minutes=20)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert api.post(URL, {"runs": [run(canary.slug), run(canary.slug)]}).status_code == 201
+        assert api.post(SAMPLES, {"samples": [sample(canary.slug, start)]}).status_code == 201
+    assert len(callbacks) == 4  # per ingest: the runs_ingested/samples_ingested signal and the outbox publish
+    entries = AuditEvent.objects.filter(action__endswith="_ingested").order_by("sequence")
+    assert [(e.action, e.after["count"], e.actor_kind, e.rollout_id) for e in entries] == [
+        ("evaluations.runs_ingested", 2, "token", canary.pk),
+        ("evaluations.samples_ingested", 1, "token", canary.pk),
+    ]
+
+
 def test_each_ingest_is_one_ledger_entry_by_the_token(api, canary, django_capture_on_commit_callbacks):
     from governance.models import AuditEvent
 

@@ -196,6 +196,20 @@ def test_a_rollback_is_a_governance_event_after_commit(rollout, users, django_ca
     assert {e.object_type for e in entries[:-1]} >= {"rollout.phase", "rollout.rollout", "rollout.incident"}
 
 
+def test_a_rollback_commits_with_its_ledger_entry(rollout, users, django_capture_on_commit_callbacks):
+    """In the rollback's transaction: a worker killed right after the commit (no on-commit callback runs here)
+    cannot leave a rollback without its entry."""
+    advance_to(rollout, "canary", users[Role.ROLLOUT_ADMIN])
+    with django_capture_on_commit_callbacks(execute=False):
+        incident = rollout_services.rollout_rollback(
+            rollout=rollout, actor=users[Role.ROLLOUT_ADMIN], reason="Latency alerts"
+        )
+    entries = AuditEvent.objects.filter(action="rollout.rollback")
+    assert [(e.object_id, e.rollout_id, e.reason) for e in entries] == [
+        (str(incident.pk), rollout.pk, "Latency alerts")
+    ]
+
+
 # --- The chain ------------------------------------------------------------------------------------------------
 
 

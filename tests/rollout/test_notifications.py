@@ -53,6 +53,24 @@ def roll_back(rollout, users, django_capture_on_commit_callbacks):
         )
 
 
+def test_the_deliveries_and_their_tasks_commit_with_the_rollback(
+    in_canary, hook, users, django_capture_on_commit_callbacks
+):
+    """Recorded in the rollback's transaction (deliveries and outbox rows), sent after commit: a worker killed
+    between the commit and its on-commit callbacks (none runs here) loses no notification."""
+    from rollout.models import OutboxMessage
+
+    endpoint, _secret = hook
+    with django_capture_on_commit_callbacks(execute=False):
+        incident = services.rollout_rollback(rollout=in_canary, actor=users[Role.ROLLOUT_ADMIN], reason="Loops")
+    delivery = WebhookDelivery.objects.get(incident=incident)
+    assert (delivery.endpoint_id, delivery.status, delivery.attempt_count) == (endpoint.pk, DeliveryStatus.PENDING, 0)
+    assert sorted(OutboxMessage.objects.values_list("task", "args")) == [
+        ("rollout.tasks.deliver_webhook", [delivery.pk]),
+        ("rollout.tasks.send_rollback_email", [incident.pk]),
+    ]
+
+
 def test_rollback_posts_a_signed_slack_compatible_webhook_and_emails(
     in_canary, hook, httpserver, users, django_capture_on_commit_callbacks
 ):
