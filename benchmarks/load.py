@@ -82,12 +82,14 @@ def last_master_pid() -> int:
     return _masters[-1]
 
 
-def request(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, float, int]:
+def request(
+    port: int, path: str, headers: dict[str, str] | None = None, *, method: str = "GET", body: bytes | None = None
+) -> tuple[int, float, int]:
     """(status, seconds until the whole body was read, bytes). A new connection each time (sync workers close it)."""
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         size = 0
         while chunk := response.read(1 << 16):

@@ -1,172 +1,154 @@
-"""Retention purge throughput: 1,000,000 expired raw outputs (x --scale) on the configured database.
+"""The retention purge (P8): 1M expired raw outputs of 3M (x --scale), against one ``DELETE`` (plus the runs update)
+on an identical copy of the two tables, alternated in the same run. The demo's legal hold stays in place (its
+rollout's expired outputs are kept): both sides delete exactly the same rows.
 
-Besides the expired rows, 5% as many expired outputs belong to a rollout under a
-legal hold and 5% as many are younger than the cutoff, so every batch runs the
-hold filter and stops at the window. Outputs are loaded with COPY on PostgreSQL
-(``bulk_create`` elsewhere), 10 per run. Figures: the dry run's seconds (two
-counts), the purge through the job runner (lock, receipt, batches of
-``RETENTION_BATCH_SIZE`` with the delete guard trigger, ledger entry): rows/s,
-batches, mean and longest batch; then the same purge with the guard trigger off,
-to show what the guard costs; and the records job's first scan over every output
-left (jsonb keys).
+``seed_bench`` loads 1M runs and 3M outputs over 135 days, so a third are past the 90-day retention. The figure is
+the purge through the job runner (job lock, receipt, batches of ``RETENTION_BATCH_SIZE`` walking the
+``(run_finished_at, id)`` index with the delete guard trigger, runs marked ``outputs_purged_at``, ledger entry),
+for one fixed scheduled time. The reference copies ``evaluations_runoutput`` and ``evaluations_evaluationrun``
+into tables of the same definition and indexes (``LIKE ... INCLUDING ALL``) and runs, in one transaction, one
+``DELETE`` of every output older than the same cutoff and one ``UPDATE`` stamping the runs left without outputs.
+
+Between samples (outside the clock) the deleted rows are put back from a snapshot of the expired rows, the runs'
+stamps are cleared, and both the product's and the copy's tables are vacuumed and analysed: each sample starts from
+the same state. The row fails when the purge's longest batch (``RetentionReceipt.longest_batch_ms``) reaches 500 ms.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import json
 import time
 
-OUTPUTS_PER_RUN = 10
-_loads = itertools.count()
+from django.db import connection
+
+from .rows import Row, alternate, row
+
+OUTPUTS = "evaluations_runoutput"
+RUNS = "evaluations_evaluationrun"
+COPY_OUTPUTS = "bench_copy_runoutput"
+COPY_RUNS = "bench_copy_evaluationrun"
+EXPIRED = "bench_expired_runoutput"
 
 
-def _runs(rollout, phase, finished: list[dt.datetime]) -> list[int]:
-    from evaluations.models import EvaluationRun
+def _sql(*statements: str, params: list | None = None) -> int:
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement, params)
+        return cursor.rowcount
 
-    load = next(_loads)
-    runs = EvaluationRun.objects.bulk_create(
-        [
-            EvaluationRun(
-                run_id=f"ret-bench-{load}-{i}",
-                rollout=rollout,
-                phase=phase,
-                arm="candidate" if i % 2 else "baseline",
-                started_at=at - dt.timedelta(minutes=20),
-                finished_at=at,
-                conversations=200,
-                guardrail_compensations=3,
-                harness_version="bench-1",
-                content_hash="0" * 64,
-                output_count=OUTPUTS_PER_RUN,
-                task_success_rate=0.87,
-            )
-            for i, at in enumerate(finished)
-        ],
-        batch_size=5000,
+
+def _vacuum() -> None:
+    # VACUUM runs outside a transaction: the benchmark runs in autocommit.
+    for table in (OUTPUTS, RUNS, COPY_OUTPUTS, COPY_RUNS):
+        _sql(f"VACUUM (ANALYZE) {table}")
+
+
+def _copies(cutoff: dt.datetime, held: list[int]) -> None:
+    _sql(
+        f"CREATE TABLE {COPY_OUTPUTS} (LIKE {OUTPUTS} INCLUDING ALL)",
+        f"INSERT INTO {COPY_OUTPUTS} SELECT * FROM {OUTPUTS}",  # noqa: S608 - constant table names
+        f"CREATE TABLE {COPY_RUNS} (LIKE {RUNS} INCLUDING ALL)",
+        f"INSERT INTO {COPY_RUNS} SELECT * FROM {RUNS}",  # noqa: S608
     )
-    return [r.pk for r in runs]
+    # What the purge deletes: expired, and not of a rollout under a legal hold (the demo data holds one).
+    _sql(
+        f"CREATE TABLE {EXPIRED} AS SELECT o.* FROM {OUTPUTS} o JOIN {RUNS} r ON r.id = o.run_id "  # noqa: S608
+        "WHERE o.run_finished_at < %s AND r.rollout_id <> ALL(%s)",
+        params=[cutoff, held],
+    )
 
 
-def _outputs(run_ids: list[int], finished: list[dt.datetime]) -> None:
-    from django.db import connection
-
-    from evaluations.models import RunOutput
-
-    data = {"transcript_excerpt": "User: refund? Assistant: done.", "tool_calls": [{"tool": "x", "ok": True}], "k": 1}
-    if connection.vendor != "postgresql":
-        RunOutput.objects.bulk_create(
-            [
-                RunOutput(run_id=r, conversation_id=f"c{k}", data=data, run_finished_at=at)
-                for r, at in zip(run_ids, finished, strict=True)
-                for k in range(OUTPUTS_PER_RUN)
-            ],
-            batch_size=5000,
-        )
-        return
-    blob = json.dumps(data)
-    connection.ensure_connection()
-    with connection.connection.cursor() as cursor:
-        sql = "COPY evaluations_runoutput (run_id, conversation_id, data, run_finished_at) FROM STDIN"
-        with cursor.copy(sql) as copy:
-            for run_id, at in zip(run_ids, finished, strict=True):
-                for k in range(OUTPUTS_PER_RUN):
-                    copy.write_row((run_id, f"c{k}", blob, at))
-
-
-def _load(rollout, count: int, start: dt.datetime, span: dt.timedelta) -> None:
-    phase = rollout.phases.get(kind="preparation")
-    runs = max(1, count // OUTPUTS_PER_RUN)
-    finished = [start + span * i / runs for i in range(runs)]
-    _outputs(_runs(rollout, phase, finished), finished)
-
-
-def _guard(on: bool) -> None:
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            state = "ENABLE" if on else "DISABLE"
-            cursor.execute(f"ALTER TABLE evaluations_runoutput {state} TRIGGER runoutput_retention_guard")
-
-
-def _purge() -> tuple[float, object]:
-    from governance import jobs
-    from governance.models import Job, JobTrigger
-
-    started = time.perf_counter()
-    run = jobs.run_job(Job.ENFORCE_RETENTION, trigger=JobTrigger.COMMAND)
-    seconds = time.perf_counter() - started
-    assert run.status == "succeeded", run.summary
-    return seconds, run.receipts.get()
+def _restore(outputs: str, runs: str) -> None:
+    _sql(
+        f"INSERT INTO {outputs} SELECT * FROM {EXPIRED}",  # noqa: S608 - constant table names
+        f"UPDATE {runs} SET outputs_purged_at = NULL WHERE outputs_purged_at IS NOT NULL",  # noqa: S608
+    )
 
 
 def run(args) -> dict:
-    from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.db import connection
-    from django.utils import timezone
+    from django.db import transaction
 
     from evaluations.models import RunOutput
-    from governance import records, retention
-    from rollout.services import rollout_create_from_playbook
+    from governance import jobs, retention
+    from governance.benchdata import seed_bench
+    from governance.models import Job, JobTrigger
 
-    expired = int(1_000_000 * args.scale)
-    owner = get_user_model().objects.create_superuser("bench-ret", "bench@example.com", "bench")
-    free = rollout_create_from_playbook(name="Retention bench", owner=owner)
-    held = rollout_create_from_playbook(name="Retention bench held", owner=owner)
-    second = rollout_create_from_playbook(name="Retention bench second pass", owner=owner)
-    now = timezone.now()
+    runs = max(100, int(1_000_000 * args.scale))
+    seeded = seed_bench(runs=runs, ledger_entries=0, outputs=3 * runs, expired_fraction=1 / 3)
+    scheduled_for = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    cutoff = retention.policy().cutoff(scheduled_for)
+    held = retention.active_hold_rollout_ids()
+    _copies(cutoff, held)
+    held_outputs = retention.held_outputs(cutoff, held).count()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {EXPIRED}")  # noqa: S608 - constant table name
+        expired = cursor.fetchone()[0]
+    total = RunOutput.objects.count()
+    receipts, marked = [], []
 
-    started = time.perf_counter()
-    _load(free, expired, now - dt.timedelta(days=180), dt.timedelta(days=85))
-    _load(held, expired // 20, now - dt.timedelta(days=150), dt.timedelta(days=30))
-    _load(free, expired // 20, now - dt.timedelta(days=80), dt.timedelta(days=70))
-    load_s = time.perf_counter() - started
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE evaluations_runoutput; ANALYZE evaluations_evaluationrun")
-    retention.legal_hold_place(rollout=held, reason="bench", actor=None)
+    def purge() -> float:
+        _vacuum()
+        started = time.perf_counter()
+        job_run = jobs.run_job(Job.ENFORCE_RETENTION, trigger=JobTrigger.COMMAND, scheduled_for=scheduled_for)
+        seconds = time.perf_counter() - started
+        assert job_run.status == "succeeded", job_run.summary
+        receipt = job_run.receipts.get()
+        assert receipt.rows_deleted == expired, (receipt.rows_deleted, expired)
+        receipts.append(receipt)
+        _restore(OUTPUTS, RUNS)
+        return seconds
 
-    started = time.perf_counter()
-    dry = retention.enforce_retention(scheduled_for=timezone.now(), dry_run=True)
-    dry_s = time.perf_counter() - started
-    assert dry.rows_matched == expired and dry.rows_held == expired // 20, (dry.rows_matched, dry.rows_held)
+    def one_delete() -> float:
+        _vacuum()
+        started = time.perf_counter()
+        with transaction.atomic():
+            deleted = _sql(
+                f"DELETE FROM {COPY_OUTPUTS} o USING {COPY_RUNS} r WHERE r.id = o.run_id "  # noqa: S608
+                "AND o.run_finished_at < %s AND r.rollout_id <> ALL(%s)",
+                params=[cutoff, held],
+            )
+            marked.append(
+                _sql(
+                    f"UPDATE {COPY_RUNS} r SET outputs_purged_at = now() WHERE r.outputs_purged_at IS NULL "  # noqa: S608
+                    f"AND r.finished_at < %s AND r.rollout_id <> ALL(%s) "
+                    f"AND NOT EXISTS (SELECT 1 FROM {COPY_OUTPUTS} o WHERE o.run_id = r.id)",
+                    params=[cutoff, held],
+                )
+            )
+        seconds = time.perf_counter() - started
+        assert deleted == expired, (deleted, expired)
+        _restore(COPY_OUTPUTS, COPY_RUNS)
+        return seconds
 
-    purge_s, receipt = _purge()
-    assert receipt.rows_deleted == expired and receipt.rows_held == expired // 20
+    measured, references = alternate(args.repeats, purge, one_delete)
+    longest = max(r.longest_batch_ms for r in receipts)
+    rows: list[Row] = [
+        row(
+            "P8",
+            f"retention purge of {expired:,} expired of {total:,} outputs ({held_outputs:,} more held)",
+            measured,
+            references,
+            unit="s",
+            target="<= 1.5x; longest batch < 500 ms",
+            reference_what="one DELETE plus the runs update on an identical copy",
+            check=lambda _f, _r, ratio: ratio is not None and ratio <= 1.5 and longest < 500,
+        )
+    ]
+    _sql(*(f"DROP TABLE {t}" for t in (COPY_OUTPUTS, COPY_RUNS, EXPIRED)))
+    from django.conf import settings
 
-    # The same again with the PostgreSQL delete guard off: what the guard costs per batch.
-    _load(second, expired // 4, now - dt.timedelta(days=180), dt.timedelta(days=85))
-    _guard(False)
-    try:
-        unguarded_s, unguarded = _purge()
-    finally:
-        _guard(True)
-    _load(second, expired // 4, now - dt.timedelta(days=180), dt.timedelta(days=85))
-    guarded_s, guarded = _purge()
-
-    left = RunOutput.objects.count()
-    started = time.perf_counter()
-    scan = records.update_compliance_records(now=timezone.now() + records.SETTLE)
-    scan_s = time.perf_counter() - started
     return {
         "database": connection.vendor,
-        "batch_size": settings.RETENTION_BATCH_SIZE,
+        "runs": seeded.runs,
+        "outputs": total,
         "expired_outputs": expired,
-        "held_outputs": expired // 20,
-        "young_outputs": expired // 20,
-        "load_seconds": round(load_s, 1),
-        "dry_run_seconds": round(dry_s, 2),
-        "purge_seconds": round(purge_s, 2),
-        "purge_rows_per_s": round(receipt.rows_deleted / purge_s),
-        "batches": receipt.batches,
-        "mean_batch_ms": round(1000 * purge_s / receipt.batches, 1),
-        "longest_batch_ms": receipt.longest_batch_ms,
-        "quarter_size_purge_rows_per_s_guard_on": round(guarded.rows_deleted / guarded_s),
-        "quarter_size_purge_rows_per_s_guard_off": round(unguarded.rows_deleted / unguarded_s),
-        "outputs_left_scanned": left,
-        "records_first_scan_seconds": round(scan_s, 2),
-        "records_fields_seen": scan.fields_seen,
+        "held_outputs": held_outputs,
+        "seed_seconds": seeded.seconds,
+        "batch_size": settings.RETENTION_BATCH_SIZE,
+        "batches": [r.batches for r in receipts],
+        "longest_batch_ms": [r.longest_batch_ms for r in receipts],
+        "mean_batch_ms": [round(1000 * s / max(1, r.batches), 1) for s, r in zip(measured, receipts, strict=True)],
+        "runs_marked": [r.runs_marked for r in receipts],
+        "runs_marked_by_reference": marked,
+        "rows": [r.as_dict() for r in rows],
     }

@@ -81,11 +81,12 @@ def problem_responses(*statuses: int) -> dict[tuple[int, str], OpenApiResponse]:
         401: "Missing, unknown, expired or revoked token",
         403: "The token lacks the scope",
         404: "Not found (for an ingest: a rollout the body names does not exist; `errors` points at it)",
-        409: "A run_id (or interval) already ingested with different content, or a phase that has not started",
+        409: "A run_id (or interval) already ingested with different content",
         411: "Chunked body on a server that cannot read it",
         413: "Body over the limit (also chunked bodies)",
         415: "Not JSON",
-        422: "Validation failed; `errors` points at each bad field",
+        422: "Validation failed, or a run or interval that ended while its phase was not active (or names a cohort "
+        "the phase does not expose); `errors` points at each bad field",
         429: "Over the token's or the client address's rate; `Retry-After` says when to retry",
     }
     # Any operation can meet the input boundary (a NUL in a query parameter) and the throttles.
@@ -119,7 +120,10 @@ class EvaluationRunIngestView(ApiView):
         description="All or nothing. Idempotent on run_id: the same run again is a duplicate; the same run_id with "
         "different content is a 409 and nothing of the request is stored. " + INPUT_RULES + " finished_at is not "
         "before started_at nor in the future; guardrail_compensations is at most conversations; conversation_id is "
-        "unique within a run. An unknown rollout is a 404, a phase not started a 409.",
+        "unique within a run. An unknown rollout is a 404. finished_at must lie in one of the phase's activity periods "
+        "(422 at finished_at, saying when the phase was active); a cohort, when given, must be one the phase exposes "
+        "(422 at cohort). A run for a period that has ended is accepted as a late arrival: shown, never counted by a "
+        "live trigger, the soak or the GA streak.",
         request=EvaluationRunBatchSerializer,
         responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 404, 409, 411, 413, 415, 422)},
     )
@@ -135,7 +139,8 @@ class MonitoringSampleIngestView(ApiView):
         operation_id="monitoring_samples_ingest",
         summary="Ingest monitoring intervals (1 to 1,000 per request)",
         description="All or nothing; idempotent on (rollout, phase, interval_start). " + INPUT_RULES + " interval_end "
-        "is after interval_start and not in the future. An unknown rollout is a 404, a phase not started a 409.",
+        "is after interval_start and not in the future. An unknown rollout is a 404. interval_end must lie in one of "
+        "the phase's activity periods (422 at interval_end, saying when the phase was active).",
         request=MonitoringSampleBatchSerializer,
         responses={201: IngestResultSerializer, **problem_responses(400, 401, 403, 404, 409, 411, 413, 415, 422)},
     )

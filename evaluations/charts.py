@@ -95,7 +95,7 @@ def build_charts(trend: TrendData, criteria: dict[str, SuccessCriterion]) -> lis
         for i in range(5):
             at = t0 + span * i / 4
             x_ticks.append((x_of(at), at.strftime(fmt)))
-        boundaries = [(x_of(max(t0, at)), label) for label, at in trend.phase_starts]
+        boundaries = [(x_of(max(t0, at)), label) for label, at in trend.phase_starts if at <= t1]
 
     charts = []
     for key, spec in METRICS.items():

@@ -1,8 +1,12 @@
 """Demo evaluation data for ``make run``: baseline and candidate runs with a few outputs, and monitoring samples.
 
 Everything goes through the ingest services, so it obeys the same rules as the
-harness. Running it again finds the demo runs and changes nothing. The numbers
-stay clear of both rollback triggers.
+harness: every run and sample ends inside an activity period of its phase
+(``rollout.demo``'s timeline: preparation from 10 days back, canary from 4.5).
+The preparation runs are sent while preparation is active (``seed_demo`` calls
+this before it enters canary), so none of them is a late arrival. Running it
+again finds the demo runs and changes nothing. The numbers stay clear of both
+rollback triggers.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import random
 
 from django.utils import timezone
 
-from rollout.demo import MAIN_SLUG
+from rollout.demo import CANARY_DAYS_AGO, CREATED_DAYS_AGO, MAIN_SLUG
 from rollout.models import PhaseKind, Rollout
 
 from . import services
@@ -20,6 +24,7 @@ from .models import EvaluationRun
 
 # (phase, days before now of the first run, days of the last run)
 SCHEDULE = ((PhaseKind.PREPARATION, 9.0, 5.0), (PhaseKind.CANARY, 4.0, 0.25))
+assert SCHEDULE[0][1] < CREATED_DAYS_AGO and SCHEDULE[0][2] > CANARY_DAYS_AGO > SCHEDULE[1][1]
 RUNS_PER_ARM = 8
 # arm -> metric -> (mean, sd); the baseline has no critic, so it reports no critic revision rate.
 PROFILES = {
@@ -84,21 +89,33 @@ def _run(rng: random.Random, *, phase: str, arm: str, index: int, finished: dt.d
     }
 
 
-def seed_evaluations(*, now: dt.datetime | None = None) -> list[str]:
-    """Add the demo runs and samples to the demo rollout; returns what it created (nothing the second time)."""
+def seed_evaluations(*, now: dt.datetime | None = None, phases: tuple[str, ...] | None = None) -> list[str]:
+    """Add the demo runs (and, with the canary, its samples) of ``phases`` (all) to the demo rollout; returns what it
+    created (nothing for a phase that has its demo runs already)."""
     rollout = Rollout.objects.filter(slug=MAIN_SLUG).first()
-    if rollout is None or EvaluationRun.objects.filter(rollout=rollout, run_id__startswith="demo-").exists():
+    if rollout is None:
         return []
     now = now or timezone.now()
     rng = random.Random(20260501)
     runs = []
+    seeded = []
     for phase, first_days, last_days in SCHEDULE:
+        wanted = phases is None or phase in phases
         for arm in ("baseline", "candidate"):
             for i in range(RUNS_PER_ARM):
                 days = first_days - (first_days - last_days) * i / (RUNS_PER_ARM - 1)
                 finished = now - dt.timedelta(days=days, minutes=7 if arm == "candidate" else 0)
-                runs.append(_run(rng, phase=phase, arm=arm, index=i + 1, finished=finished))
-    created = services.ingest_runs(payload={"runs": runs}).created
+                # Drawn whether wanted or not, so each phase's numbers are the same however it is seeded.
+                item = _run(rng, phase=phase, arm=arm, index=i + 1, finished=finished)
+                if wanted:
+                    runs.append(item)
+        if wanted and not EvaluationRun.objects.filter(rollout=rollout, run_id__startswith=f"demo-{phase}-").exists():
+            seeded.append(phase)
+    runs = [r for r in runs if r["phase"] in seeded]
+    created = services.ingest_runs(payload={"runs": runs}).created if runs else []
+    result = [f"{len(created)} demo evaluation runs"] if created else []
+    if PhaseKind.CANARY not in seeded:
+        return result
     end = now.replace(minute=(now.minute // 15) * 15, second=0, microsecond=0)
     samples = [
         {
@@ -112,4 +129,4 @@ def seed_evaluations(*, now: dt.datetime | None = None) -> list[str]:
         for k in range(48)
     ]
     services.ingest_samples(payload={"samples": samples})
-    return [f"{len(created)} demo evaluation runs", f"{len(samples)} monitoring samples"]
+    return [*result, f"{len(samples)} monitoring samples"]

@@ -73,12 +73,14 @@ class ReferenceNotFound(ProblemWithFields):
     title = "The body refers to something that does not exist"
 
 
-class PhaseNotOpen(ProblemWithFields):
-    """The named phase does not take runs or samples in its current state (it has not started)."""
+class OutsidePhase(ProblemWithFields):
+    """A run or sample that does not belong to the phase it names: it ended while the phase was not active
+    (``finished_at`` / ``interval_end`` outside every activity period), or it names a cohort the phase does
+    not expose."""
 
-    code = "phase-not-open"
-    status = 409
-    title = "The phase does not accept data in its current state"
+    code = "outside-phase"
+    status = 422
+    title = "The data does not fit the phase it names"
 
 
 class InvalidParameter(DomainError):

@@ -111,6 +111,9 @@ class EvaluationRun(models.Model):
     output_count = models.PositiveIntegerField(default=0)
     outputs_purged_at = models.DateTimeField(null=True, blank=True)
     ingested_at = models.DateTimeField(auto_now_add=True)
+    # Arrived after the activity period it finished in had ended: kept and shown, never counted by a live
+    # trigger, the soak or the GA streak (they read the current period only).
+    late = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-finished_at", "-id"]

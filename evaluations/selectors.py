@@ -35,6 +35,7 @@ from rollout.models import (
     IncidentStatus,
     Phase,
     PhaseKind,
+    PhasePeriod,
     PhaseStatus,
     Rollout,
 )
@@ -96,10 +97,16 @@ def ga_gate(rollout: Rollout) -> GaGate:
     criteria = list(SuccessCriterion.objects.filter(rollout=rollout))
     # By phase id, not kind through a join: the (rollout, phase, arm, finished_at) index then yields the newest
     # runs first, instead of a walk back through every run of the rollout.
-    limited_beta = Phase.objects.filter(rollout=rollout, kind=PhaseKind.LIMITED_BETA).values("pk")[:1]
-    runs = EvaluationRun.objects.filter(rollout=rollout, phase_id=Subquery(limited_beta), arm=Arm.CANDIDATE).order_by(
-        "-finished_at", "-id"
-    )[:required]
+    limited_beta = Phase.objects.filter(rollout=rollout, kind=PhaseKind.LIMITED_BETA)
+    # Only runs of the current (latest) activity period: a re-entry after a rollback starts the streak afresh, and a
+    # late arrival for an ended period never counts.
+    runs = EvaluationRun.objects.filter(
+        rollout=rollout,
+        phase_id=Subquery(limited_beta.values("pk")[:1]),
+        arm=Arm.CANDIDATE,
+        finished_at__gte=Subquery(limited_beta.values("entered_at")[:1]),
+        late=False,
+    ).order_by("-finished_at", "-id")[:required]
     checks = tuple(check_run(run, criteria) for run in runs)
     streak = 0
     for check in checks:
@@ -120,14 +127,16 @@ def _scaled_threshold(threshold: Decimal) -> int:
 
 
 def _window_runs(phase: Phase) -> QuerySet[EvaluationRun]:
+    """Candidate runs of the phase's current activity period (ingestion keeps every run inside a period)."""
     # rollout_id leads the (rollout, phase, arm, finished_at) index.
     return EvaluationRun.objects.filter(
-        rollout_id=phase.rollout_id, phase=phase, arm=Arm.CANDIDATE, finished_at__gte=phase.entered_at
+        rollout_id=phase.rollout_id, phase=phase, arm=Arm.CANDIDATE, finished_at__gte=phase.entered_at, late=False
     )
 
 
 def _window_samples(phase: Phase) -> QuerySet[MonitoringSample]:
-    return MonitoringSample.objects.filter(phase=phase, interval_end__gt=phase.entered_at)
+    """Intervals that ended in the phase's current activity period."""
+    return MonitoringSample.objects.filter(phase=phase, interval_end__gte=phase.entered_at)
 
 
 def _clean_runs(runs: QuerySet[EvaluationRun], threshold: Decimal) -> QuerySet[EvaluationRun]:
@@ -506,13 +515,14 @@ def trend_data(rollout: Rollout, phases: Iterable[Phase]) -> TrendData:
     for point in points:
         first_by_phase.setdefault(point.phase_kind, point.at)
     starts = []
-    for phase in phases:
-        seen = first_by_phase.get(phase.kind)
-        if phase.kind == PHASE_SEQUENCE[0] or seen is None:
+    by_pk = {p.pk: p for p in phases}
+    for period in PhasePeriod.objects.filter(phase__rollout=rollout).order_by("entered_at", "id"):
+        phase = by_pk.get(period.phase_id)
+        if phase is None or phase.kind == PHASE_SEQUENCE[0] or phase.kind not in first_by_phase:
             continue
-        # A phase starts where its runs start, or where it was entered if that is earlier.
-        start = min(seen, phase.entered_at) if phase.entered_at else seen
-        starts.append((phase.get_kind_display(), start))
+        # A phase starts where its activity period starts (every run lies inside one).
+        label = phase.get_kind_display() + (f" (re-entry {period.ordinal - 1})" if period.ordinal > 1 else "")
+        starts.append((label, period.entered_at))
     return TrendData(points=points, bucket=bucket, phase_starts=starts)
 
 

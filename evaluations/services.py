@@ -23,7 +23,16 @@ from django.utils import timezone
 
 from rollout import outbox
 from rollout.history import delete_tracked, save_tracked
-from rollout.models import Cohort, IncidentKind, Phase, PhaseStatus, Rollout, RolloutStatus
+from rollout.models import (
+    PHASE_SEQUENCE,
+    Cohort,
+    IncidentKind,
+    Phase,
+    PhasePeriod,
+    PhaseStatus,
+    Rollout,
+    RolloutStatus,
+)
 from rollout.roles import require_perm
 from rollout.services import rollout_rollback
 from rollout.signals import plan_changed
@@ -32,8 +41,8 @@ from . import signals, summaries
 from .errors import (
     InvalidCriteria,
     InvalidToken,
+    OutsidePhase,
     PayloadInvalid,
-    PhaseNotOpen,
     ReferenceNotFound,
     RunConflict,
     SampleConflict,
@@ -95,26 +104,78 @@ def _validate(serializer_class, payload: Any, key: str) -> list[dict]:
     return serializer.validated_data[key]
 
 
-def _resolve_phases(items: Sequence[dict], key: str) -> tuple[dict[str, Rollout], dict[tuple[int, str], Phase]]:
-    """Rollouts and phases named in a batch, in two queries; an unknown rollout is a 404, an unstarted phase 409."""
+@dataclass
+class Resolved:
+    """What a batch names, read in three queries: rollouts by slug, phases by (rollout, kind), periods by phase."""
+
+    rollouts: dict[str, Rollout]
+    phases: dict[tuple[int, str], Phase]
+    periods: dict[int, list[PhasePeriod]]
+
+    def period_of(self, phase: Phase, moment: dt.datetime) -> PhasePeriod | None:
+        return next((p for p in self.periods.get(phase.pk, []) if p.contains(moment)), None)
+
+
+def _utc(moment: dt.datetime) -> str:
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def active_text(phase: Phase, periods: Sequence[PhasePeriod]) -> str:
+    """When a phase was active, in words: "active from A to B and from C (still active)"."""
+    name = phase.get_kind_display()
+    if not periods:
+        return f"The {name} phase has not been active yet."
+    parts = [
+        f"from {_utc(p.entered_at)} to {_utc(p.exited_at)}"
+        if p.exited_at
+        else f"from {_utc(p.entered_at)} (still active)"
+        for p in periods
+    ]
+    return f"The {name} phase was active " + " and ".join(parts) + "."
+
+
+def _resolve_phases(items: Sequence[dict], key: str, end_key: str) -> Resolved:
+    """Rollouts, phases and their activity periods named in a batch, in three queries.
+
+    An unknown rollout is a 404. An item whose ``end_key`` lies outside every activity period of its phase
+    (a phase never entered has none) is a 422 pointing at ``end_key`` and saying when the phase was active.
+    """
     slugs = {item["rollout"] for item in items}
     rollouts = {r.slug: r for r in Rollout.objects.filter(slug__in=slugs)}
     phases = {(p.rollout_id, p.kind): p for p in Phase.objects.filter(rollout__in=rollouts.values())}
-    unknown, closed = [], []
+    periods: dict[int, list[PhasePeriod]] = defaultdict(list)
+    for period in PhasePeriod.objects.filter(phase__rollout__in=rollouts.values()).order_by("phase_id", "ordinal"):
+        periods[period.phase_id].append(period)
+    resolved = Resolved(rollouts=rollouts, phases=phases, periods=periods)
+    unknown, outside = [], []
     for index, item in enumerate(items):
         rollout = rollouts.get(item["rollout"])
         if rollout is None:
             unknown.append({"pointer": f"/{key}/{index}/rollout", "message": f"Unknown rollout {item['rollout']!r}."})
-        elif phases[(rollout.pk, item["phase"])].status == PhaseStatus.PENDING:
-            closed.append(
-                {"pointer": f"/{key}/{index}/phase", "message": f"The {item['phase']} phase has not started yet."}
+            continue
+        phase = phases[(rollout.pk, item["phase"])]
+        if resolved.period_of(phase, item[end_key]) is None:
+            outside.append(
+                {
+                    "pointer": f"/{key}/{index}/{end_key}",
+                    "message": f"{end_key} {_utc(item[end_key])} is outside the phase's activity. "
+                    + active_text(phase, periods.get(phase.pk, [])),
+                }
             )
-    # Well-formed data about what is not there (404) or not open (409): the schema cannot say these, the status can.
+    # Well-formed data about what is not there: a 404, whatever else is wrong with the batch.
     if unknown:
-        raise ReferenceNotFound(f"{len(unknown)} unknown rollout(s); nothing was stored.", errors=unknown + closed)
-    if closed:
-        raise PhaseNotOpen(f"{len(closed)} item(s) for a phase not started; nothing was stored.", errors=closed)
-    return rollouts, phases
+        raise ReferenceNotFound(f"{len(unknown)} unknown rollout(s); nothing was stored.", errors=unknown)
+    if outside:
+        raise OutsidePhase(
+            f"{len(outside)} item(s) ended while their phase was not active; nothing was stored.", errors=outside
+        )
+    return resolved
+
+
+def _exposed_cohorts(cohorts: Sequence[Cohort], phase_kind: str) -> set[str]:
+    """Cohort kinds a phase exposes: those whose entry phase has come by ``phase_kind``."""
+    reached = set(PHASE_SEQUENCE[: PHASE_SEQUENCE.index(phase_kind) + 1])
+    return {c.kind for c in cohorts if c.entry_phase in reached}
 
 
 def _run_content(item: dict) -> dict[str, Any]:
@@ -145,8 +206,32 @@ def ingest_runs(*, payload: Any, actor: Any = None) -> IngestResult:
     after commit ``signals.runs_ingested`` is sent per rollout.
     """
     items = _validate(EvaluationRunBatchSerializer, payload, "runs")
-    rollouts, phases = _resolve_phases(items, "runs")
-    cohorts = {(c.rollout_id, c.kind): c for c in Cohort.objects.filter(rollout__in=rollouts.values())}
+    resolved = _resolve_phases(items, "runs", "finished_at")
+    rollouts, phases = resolved.rollouts, resolved.phases
+    cohort_rows = list(Cohort.objects.filter(rollout__in=rollouts.values()))
+    cohorts = {(c.rollout_id, c.kind): c for c in cohort_rows}
+    wrong_cohort = []
+    for index, item in enumerate(items):
+        cohort = item.get("cohort")
+        if not cohort:
+            continue
+        rollout = rollouts[item["rollout"]]
+        exposed = _exposed_cohorts([c for c in cohort_rows if c.rollout_id == rollout.pk], item["phase"])
+        if cohort not in exposed:
+            phase = phases[(rollout.pk, item["phase"])]
+            wrong_cohort.append(
+                {
+                    "pointer": f"/runs/{index}/cohort",
+                    "message": f"The {phase.get_kind_display()} phase does not expose the {cohort} cohort; it exposes "
+                    + (", ".join(sorted(exposed)) if exposed else "none")
+                    + ".",
+                }
+            )
+    if wrong_cohort:
+        raise OutsidePhase(
+            f"{len(wrong_cohort)} run(s) name a cohort their phase does not expose; nothing was stored.",
+            errors=wrong_cohort,
+        )
 
     hashes: dict[str, str] = {}
     first_index: dict[str, int] = {}
@@ -175,7 +260,7 @@ def ingest_runs(*, payload: Any, actor: Any = None) -> IngestResult:
 
     for attempt in range(3):
         try:
-            return _store_runs(new_items, hashes, batch_duplicates, rollouts, phases, cohorts, actor)
+            return _store_runs(new_items, hashes, batch_duplicates, resolved, cohorts, actor)
         except IntegrityError:
             # Another request inserted one of these run_ids between our check and our insert:
             # look again, now that its rows are committed.
@@ -186,7 +271,8 @@ def ingest_runs(*, payload: Any, actor: Any = None) -> IngestResult:
 
 
 @transaction.atomic
-def _store_runs(new_items, hashes, batch_duplicates, rollouts, phases, cohorts, actor) -> IngestResult:
+def _store_runs(new_items, hashes, batch_duplicates, resolved, cohorts, actor) -> IngestResult:
+    rollouts, phases = resolved.rollouts, resolved.phases
     result = IngestResult(duplicates=list(batch_duplicates))
     existing = dict(EvaluationRun.objects.filter(run_id__in=list(hashes)).values_list("run_id", "content_hash"))
     conflicts = [
@@ -205,11 +291,14 @@ def _store_runs(new_items, hashes, batch_duplicates, rollouts, phases, cohorts, 
         rollout = rollouts[item["rollout"]]
         metrics = item.get("metrics") or {}
         outputs = item.get("outputs") or []
+        phase = phases[(rollout.pk, item["phase"])]
+        period = resolved.period_of(phase, item["finished_at"])
         runs.append(
             EvaluationRun(
                 run_id=item["run_id"],
                 rollout=rollout,
-                phase=phases[(rollout.pk, item["phase"])],
+                phase=phase,
+                late=period is not None and period.exited_at is not None,
                 arm=item["arm"],
                 cohort=cohorts.get((rollout.pk, item.get("cohort"))),
                 started_at=item["started_at"],
@@ -299,7 +388,8 @@ def ingest_samples(*, payload: Any, actor: Any = None) -> IngestResult:
     duplicate; with other values it is a 409.
     """
     items = _validate(MonitoringSampleBatchSerializer, payload, "samples")
-    rollouts, phases = _resolve_phases(items, "samples")
+    resolved = _resolve_phases(items, "samples", "interval_end")
+    rollouts, phases = resolved.rollouts, resolved.phases
 
     def key_of(item: dict) -> tuple[int, dt.datetime]:
         return phases[(rollouts[item["rollout"]].pk, item["phase"])].pk, item["interval_start"]

@@ -9,7 +9,7 @@ request and half-signed second plan so "My work" has content, and
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -43,34 +43,42 @@ SIGN_OFF_COMMENTS = {
 }
 
 
-def _sign(rollout: Rollout, users: dict, roles) -> None:
-    for role in roles:
+def _sign(rollout: Rollout, users: dict, roles, at: datetime | None = None) -> None:
+    for n, role in enumerate(roles):
         services.plan_sign_off(
             rollout=rollout,
             role=role,
             decision=Decision.APPROVE,
             comment=SIGN_OFF_COMMENTS[role],
             actor=users[role],
+            now=at - timedelta(hours=8 - n) if at else None,
         )
 
 
-def enter_canary(rollout: Rollout, users: dict) -> None:
-    """Sign-offs by the four leads, then a transition request approved by product and SRE and applied."""
-    _sign(rollout, users, (Role.PRODUCT_LEAD, Role.SUPPORT_LEAD, Role.COMPLIANCE_LEAD, Role.SRE_LEAD))
+def enter_canary(rollout: Rollout, users: dict, at: datetime) -> None:
+    """Sign-offs by the four leads, then a transition request approved by product and SRE and applied at ``at``.
+
+    Each step is dated in the hours before ``at``, so the ledger's story reads in order."""
+    _sign(rollout, users, (Role.PRODUCT_LEAD, Role.SUPPORT_LEAD, Role.COMPLIANCE_LEAD, Role.SRE_LEAD), at=at)
     admin = users[Role.ROLLOUT_ADMIN]
     request = services.transition_request_create(
         rollout=rollout,
         justification="Readiness checklist complete, plan signed by all four leads, pre-launch announcement sent.",
         actor=admin,
+        now=at - timedelta(hours=3),
     )
-    for role, comment in (
-        (Role.PRODUCT_LEAD, "Go for internal QA."),
-        (Role.SRE_LEAD, "On-call briefed; dashboards green."),
+    for hours, (role, comment) in enumerate(
+        ((Role.PRODUCT_LEAD, "Go for internal QA."), (Role.SRE_LEAD, "On-call briefed; dashboards green.")), start=1
     ):
         services.transition_decide(
-            request=request, role=role, decision=Decision.APPROVE, comment=comment, actor=users[role]
+            request=request,
+            role=role,
+            decision=Decision.APPROVE,
+            comment=comment,
+            actor=users[role],
+            now=at - timedelta(hours=3 - hours),
         )
-    services.transition_apply(request=request, actor=admin, reason="Demo: canary started")
+    services.transition_apply(request=request, actor=admin, reason="Demo: canary started", now=at)
 
 
 def seed_governance(users: dict, result: SeedResult) -> None:

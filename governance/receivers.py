@@ -18,7 +18,14 @@ from simple_history.signals import post_create_historical_record
 from evaluations.signals import runs_ingested, runs_stored, samples_ingested, samples_stored
 from rollout.context import Actor, acting_as
 from rollout.models import Incident
-from rollout.signals import access_denied, home_panels, plan_changed, rollout_panels, rollout_rolled_back
+from rollout.signals import (
+    access_denied,
+    home_panels,
+    plan_changed,
+    rollback_recorded,
+    rollout_panels,
+    rollout_rolled_back,
+)
 
 from . import denials, jobs, ledger, records, selectors, services
 from .models import Job, JobTrigger, TelemetrySource
@@ -39,6 +46,11 @@ def ledger_history(sender, instance, history_instance, history_user=None, histor
 @receiver(plan_changed, dispatch_uid="governance.supersede_sign_offs")
 def supersede_sign_offs(sender, rollout, actor, reason, **kwargs) -> None:
     services.sign_offs_supersede(rollout=rollout, actor=actor, reason=reason)
+
+
+@receiver(rollback_recorded, dispatch_uid="governance.withdraw_on_rollback")
+def withdraw_on_rollback(sender, rollout, incident, actor=None, **kwargs) -> None:
+    services.withdraw_after_rollback(rollout=rollout, incident=incident, actor=actor)
 
 
 @receiver(rollout_rolled_back, dispatch_uid="governance.ledger.rollback")

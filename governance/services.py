@@ -9,6 +9,7 @@ so the user gets a named error, the constraints catch whatever slips past.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -70,6 +71,16 @@ from .selectors import (
 EXPORT_FORMATS = ("csv", "jsonl")
 
 
+def _when(now: dt.datetime | None) -> dt.datetime:
+    """The moment a decision is recorded at: now, or an earlier one (demo data lays down a past timeline)."""
+    real = timezone.now()
+    if now is None:
+        return real
+    if now > real:
+        raise InvalidDecision("A decision cannot be dated in the future.")
+    return now
+
+
 def _lock(rollout_id: int) -> Rollout:
     return Rollout.objects.select_for_update().get(pk=rollout_id)
 
@@ -86,7 +97,14 @@ def _check_decision(decision: str, comment: str) -> None:
 
 @transaction.atomic
 def plan_sign_off(
-    *, rollout: Rollout, role: str, decision: str, comment: str, actor: Any, version: str | None = None
+    *,
+    rollout: Rollout,
+    role: str,
+    decision: str,
+    comment: str,
+    actor: Any,
+    version: str | None = None,
+    now: dt.datetime | None = None,
 ) -> PlanSignOff:
     """A lead approves or rejects the current version of the plan, in one role they hold.
 
@@ -129,7 +147,7 @@ def plan_sign_off(
         decision=decision,
         comment=comment.strip(),
         plan_hash=version,
-        signed_at=timezone.now(),
+        signed_at=_when(now),
     )
     verb = "approved" if decision == Decision.APPROVE else "rejected"
     return save_tracked(
@@ -162,7 +180,7 @@ def sign_offs_supersede(*, rollout: Rollout, actor: Any, reason: str) -> int:
 
 @transaction.atomic
 def transition_request_create(
-    *, rollout: Rollout, justification: str, actor: Any, target: str | None = None
+    *, rollout: Rollout, justification: str, actor: Any, target: str | None = None, now: dt.datetime | None = None
 ) -> TransitionRequest:
     """A rollout-admin asks for the rollout's next step; the approving roles then decide."""
     require_perm(actor, "governance.add_transitionrequest")
@@ -184,7 +202,7 @@ def transition_request_create(
         justification=justification.strip(),
         requested_by=actor,
         requester_name=actor_name(actor),
-        requested_at=timezone.now(),
+        requested_at=_when(now),
     )
     try:
         with transaction.atomic():
@@ -210,6 +228,7 @@ def transition_decide(
     comment: str,
     actor: Any,
     version: str | None = None,
+    now: dt.datetime | None = None,
 ) -> TransitionApproval:
     """One required role approves or rejects. A rejection rejects the request; the last approval approves it.
 
@@ -237,7 +256,7 @@ def transition_decide(
         raise RoleAlreadyDecided(f"{ROLE_LABELS[role]} already decided ({done.approver_name}: {done.decision}).")
     if any(a.approver_id == actor.pk for a in current):
         raise OneRolePerPerson("You already decided on this request in another role; one person fills one role.")
-    now = timezone.now()
+    now = _when(now)
     approval = TransitionApproval(
         request=request,
         role=role,
@@ -269,7 +288,12 @@ def transition_decide(
 
 @transaction.atomic
 def transition_apply(
-    *, request: TransitionRequest, actor: Any, reason: str = "", version: str | None = None
+    *,
+    request: TransitionRequest,
+    actor: Any,
+    reason: str = "",
+    version: str | None = None,
+    now: dt.datetime | None = None,
 ) -> TransitionRequest:
     """Apply an approved request: approvals and every gate re-checked under the rollout's row lock.
 
@@ -290,7 +314,8 @@ def transition_apply(
     missing = [ROLE_LABELS[r] for r in required if r not in approved]
     if request.status != RequestStatus.APPROVED or missing:
         raise RequestNotApproved("Still waiting for: " + (", ".join(missing) or "approvals") + ".")
-    gates = failed(gates_for(rollout, request.target))
+    now = _when(now)
+    gates = failed(gates_for(rollout, request.target, now=now))
     if gates:
         raise GateNotMet("Gates not met: " + "; ".join(f"{g.label} ({g.detail})" for g in gates) + ".", gates=gates)
     note = reason.strip() or f"Applied request #{request.pk}"
@@ -299,9 +324,10 @@ def transition_apply(
         to=request.target,
         actor=actor,
         reason=f"Transition request #{request.pk} into {target_label(request.target)}: {request.justification}",
+        now=now,
     )
     request.status = RequestStatus.APPLIED
-    request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), actor_name(actor), note
+    request.closed_at, request.closed_by_name, request.close_reason = now, actor_name(actor), note
     return save_tracked(request, action="transition.apply", actor=actor, reason=note)
 
 
@@ -332,6 +358,29 @@ def transition_withdraw(*, request: TransitionRequest, actor: Any, reason: str) 
     request.status = RequestStatus.WITHDRAWN
     request.closed_at, request.closed_by_name, request.close_reason = timezone.now(), actor_name(actor), reason.strip()
     return save_tracked(request, action="transition.withdraw", actor=actor, reason=reason.strip())
+
+
+def withdraw_after_rollback(*, rollout: Rollout, incident: Any, actor: Any) -> list[TransitionRequest]:
+    """Inside a rollback's transaction (the rollout row is locked): every open or approved request of the rollout
+    is withdrawn, each with its own ledger entry and a note naming the incident. They asked for a move out of a
+    phase that is no longer active; a re-entry is requested afresh once the incident is closed."""
+    note = (
+        f"Withdrawn by the rollback of {incident.phase.get_kind_display() if incident.phase else 'the rollout'} "
+        f"(incident #{incident.pk}: {incident.title}). A rollback voids every pending transition request; "
+        "request again once the incident is closed."
+    )
+    withdrawn = []
+    now = timezone.now()
+    for request in (
+        TransitionRequest.objects.select_for_update()
+        .filter(rollout=rollout, status__in=PENDING_STATUSES)
+        .order_by("id")
+    ):
+        request.status = RequestStatus.WITHDRAWN
+        request.closed_at, request.close_reason = now, note
+        request.closed_by_name = actor_name(actor) if actor is not None else "automatic rollback"
+        withdrawn.append(save_tracked(request, action="transition.withdraw", actor=actor, reason=note))
+    return withdrawn
 
 
 # --- Approving roles ----------------------------------------------------------------------------------------

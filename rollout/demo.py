@@ -5,12 +5,14 @@ Every write goes through the services; running it again finds what exists and ch
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.utils import timezone
 
 from . import services
 from .models import (
@@ -92,14 +94,21 @@ def _tenants(result: SeedResult) -> None:
             result.created.append(f"tenant {name}")
 
 
-# How the main rollout gets into canary. The top app passes its own (sign-offs,
-# an approved and applied transition request); this app alone advances directly.
-EnterCanary = Callable[[Rollout, dict], None]
+# The main rollout's timeline, in days before the seed: created (preparation entered), then canary entered. The
+# demo runs (evaluations/demo.py) lie inside these periods: preparation runs 9 to 5 days back, canary runs from
+# 4 days back, so the canary has soaked well past its 48 h and the pending limited-beta request can be applied
+# once approved.
+CREATED_DAYS_AGO = 10.0
+CANARY_DAYS_AGO = 4.5
+
+# How the main rollout gets into canary, at the given moment. The top app passes its own (sign-offs, an
+# approved and applied transition request, each dated before it); this app alone advances directly.
+EnterCanary = Callable[[Rollout, dict, dt.datetime], None]
 
 
-def _advance_directly(rollout: Rollout, users: dict) -> None:
+def _advance_directly(rollout: Rollout, users: dict, at: dt.datetime) -> None:
     services.rollout_advance(
-        rollout=rollout, to=PhaseKind.CANARY, actor=users[Role.ROLLOUT_ADMIN], reason="Demo: canary started"
+        rollout=rollout, to=PhaseKind.CANARY, actor=users[Role.ROLLOUT_ADMIN], reason="Demo: canary started", now=at
     )
 
 
@@ -107,7 +116,9 @@ def _main_rollout(users: dict, result: SeedResult, enter_canary: EnterCanary) ->
     if Rollout.objects.filter(slug=MAIN_SLUG).exists():
         return
     admin = users[Role.ROLLOUT_ADMIN]
+    now = timezone.now()
     rollout = services.rollout_create_from_playbook(
+        now=now - dt.timedelta(days=CREATED_DAYS_AGO),
         name="ReAct + multi-agent assistant",
         slug=MAIN_SLUG,
         owner=admin,
@@ -125,7 +136,7 @@ def _main_rollout(users: dict, result: SeedResult, enter_canary: EnterCanary) ->
     services.communication_create(
         rollout=rollout, kind=CommunicationKind.PRELAUNCH, title=title, body=body, actor=admin, publish=True
     )
-    enter_canary(rollout, users)
+    enter_canary(rollout, users, now - dt.timedelta(days=CANARY_DAYS_AGO))
     services.communication_create(
         rollout=rollout,
         kind=CommunicationKind.STATUS_UPDATE,

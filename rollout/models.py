@@ -152,6 +152,59 @@ class Phase(models.Model):
         return reverse("rollout:phase", args=[self.rollout.slug, self.kind])
 
 
+class PeriodEnd(models.TextChoices):
+    """How an activity period of a phase ended."""
+
+    COMPLETED = "completed", "Moved on"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class PhasePeriod(models.Model):
+    """One stretch of time during which a phase was active.
+
+    A phase has one period per entry: the first when it is entered, another
+    each time it is re-entered after a rollback. ``Phase.entered_at`` and
+    ``exited_at`` are the bounds of the current (latest) period. Runs and
+    monitoring samples are accepted for a phase only when they end inside
+    one of its periods.
+    """
+
+    phase = models.ForeignKey(Phase, on_delete=models.CASCADE, related_name="periods")
+    ordinal = models.PositiveSmallIntegerField(help_text="1 for the first entry, 2 for the first re-entry, ...")
+    entered_at = models.DateTimeField()
+    exited_at = models.DateTimeField(null=True, blank=True)
+    ended = models.CharField(max_length=20, choices=PeriodEnd.choices, blank=True, help_text="Empty while open.")
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["phase_id", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["phase", "ordinal"], name="period_unique_ordinal"),
+            models.UniqueConstraint(
+                fields=["phase"], condition=Q(exited_at__isnull=True), name="period_one_open_per_phase"
+            ),
+            models.CheckConstraint(
+                condition=Q(exited_at__isnull=True) | Q(exited_at__gte=F("entered_at")), name="period_exit_after_entry"
+            ),
+            models.CheckConstraint(
+                condition=Q(exited_at__isnull=True, ended="") | (Q(exited_at__isnull=False) & ~Q(ended="")),
+                name="period_ended_matches_exit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.phase} period {self.ordinal}"
+
+    def contains(self, moment) -> bool:
+        return self.entered_at <= moment and (self.exited_at is None or moment <= self.exited_at)
+
+    @property
+    def is_open(self) -> bool:
+        return self.exited_at is None
+
+
 class Severity(models.TextChoices):
     SEV1 = "sev1", "SEV1 (critical)"
     SEV2 = "sev2", "SEV2 (major)"

@@ -50,9 +50,11 @@ from .models import (
     IncidentStatus,
     IncidentStep,
     IncidentStepKey,
+    PeriodEnd,
     Phase,
     PhaseFeedback,
     PhaseKind,
+    PhasePeriod,
     PhaseStatus,
     Rollout,
     RolloutStatus,
@@ -97,6 +99,24 @@ def _set_phase_status(phase: Phase, to: str, *, actor: Any, reason: str, now: dt
     else:
         phase.exited_at = now
     save_tracked(phase, actor=actor, reason=reason)
+    if to == PhaseStatus.ACTIVE:
+        _open_period(phase, actor=actor, reason=reason, now=now)
+    else:
+        _close_period(phase, ended=PeriodEnd(to), actor=actor, reason=reason, now=now)
+
+
+def _open_period(phase: Phase, *, actor: Any, reason: str, now: dt.datetime) -> PhasePeriod:
+    """A new activity period of ``phase`` from ``now`` (its first entry, or a re-entry)."""
+    last = PhasePeriod.objects.filter(phase=phase).order_by("-ordinal").values_list("ordinal", flat=True).first()
+    return save_tracked(PhasePeriod(phase=phase, ordinal=(last or 0) + 1, entered_at=now), actor=actor, reason=reason)
+
+
+def _close_period(phase: Phase, *, ended: str, actor: Any, reason: str, now: dt.datetime) -> PhasePeriod | None:
+    period = PhasePeriod.objects.select_for_update().filter(phase=phase, exited_at__isnull=True).first()
+    if period is None:
+        return None
+    period.exited_at, period.ended = now, ended
+    return save_tracked(period, actor=actor, reason=reason)
 
 
 def _set_rollout_status(rollout: Rollout, to: str, *, actor: Any, reason: str) -> None:
@@ -106,6 +126,16 @@ def _set_rollout_status(rollout: Rollout, to: str, *, actor: Any, reason: str) -
         raise InvalidTransition(f"The rollout cannot go from {rollout.status} to {to}.")
     rollout.status = to
     save_tracked(rollout, actor=actor, reason=reason)
+
+
+def _moment(now: dt.datetime | None, current: Phase | None) -> dt.datetime:
+    """The time a state change is recorded at: now, or a backdated moment that keeps the timeline in order."""
+    real = timezone.now()
+    if now is None:
+        return real
+    if now > real or (current is not None and current.entered_at is not None and now < current.entered_at):
+        raise InvalidTransition("A state change cannot be dated in the future or before the current phase began.")
+    return now
 
 
 def active_phase(rollout: Rollout) -> Phase | None:
@@ -121,18 +151,21 @@ def next_target(rollout: Rollout, current: Phase | None) -> str | None:
 
 
 @transaction.atomic
-def rollout_advance(*, rollout: Rollout, to: str, actor: Any, reason: str) -> Phase | None:
+def rollout_advance(
+    *, rollout: Rollout, to: str, actor: Any, reason: str, now: dt.datetime | None = None
+) -> Phase | None:
     """Move the rollout one step: into the next phase, or to ``completed`` after GA.
 
     The governance app calls this once a transition request is approved and its
     gates pass; it only enforces the state machine. Entering a phase exposes the
     multi-agent flags to the cohorts whose entry phase has come; entering GA
     switches guardrail compensations to enforce. Returns the new active phase
-    (``None`` once completed).
+    (``None`` once completed). ``now`` backdates the move (demo data only); it
+    may not lie before the current phase was entered.
     """
     rollout = _locked_rollout(rollout)
-    now = timezone.now()
     current = active_phase(rollout)
+    now = _moment(now, current)
     expected = next_target(rollout, current)
     if expected is None or to != expected:
         where = current.get_kind_display() if current else rollout.get_status_display()
@@ -179,8 +212,10 @@ def rollout_cancel(*, rollout: Rollout, actor: Any, reason: str) -> Rollout:
     _set_rollout_status(rollout, RolloutStatus.CANCELLED, actor=actor, reason=reason)
     current = active_phase(rollout)
     if current is not None:
-        current.exited_at = timezone.now()
+        now = timezone.now()
+        current.exited_at = now
         save_tracked(current, actor=actor, reason=reason)
+        _close_period(current, ended=PeriodEnd.CANCELLED, actor=actor, reason=reason, now=now)
     return rollout
 
 
@@ -266,6 +301,7 @@ def rollout_rollback(
             step.done_by, step.done_at = actor, now
         save_tracked(step, actor=actor, reason=reason)
 
+    signals.rollback_recorded.send(sender=Incident, rollout=rollout, incident=incident, actor=actor, reason=reason)
     # In this transaction, not on commit: the ledger entry and the notifications' deliveries and outbox rows
     # commit with the rollback, so a process killed right after the commit loses none of them.
     signals.rollout_rolled_back.send(sender=Incident, incident_id=incident.pk)
@@ -561,6 +597,7 @@ def rollout_create_from_playbook(
     slug: str | None = None,
     tenants: Iterable[Tenant] | None = None,
     reason: str = "Created from the playbook template",
+    now: dt.datetime | None = None,
 ) -> Rollout:
     """Lay down a rollout with everything the playbook template holds, in one transaction.
 
@@ -593,7 +630,7 @@ def rollout_create_from_playbook(
             )
     except IntegrityError as exc:
         raise InvalidPlan(f"The slug {slug!r} is taken.", field="slug") from exc
-    now = timezone.now()
+    now = _moment(now, None)
     for order, kind in enumerate(PHASE_SEQUENCE, start=1):
         phase = Phase(
             rollout=rollout,
@@ -604,6 +641,8 @@ def rollout_create_from_playbook(
         if kind == PhaseKind.PREPARATION:
             phase.status, phase.entered_at = PhaseStatus.ACTIVE, now
         save_tracked(phase, actor=actor, reason=reason)
+        if phase.status == PhaseStatus.ACTIVE:
+            _open_period(phase, actor=actor, reason=reason, now=now)
     for kind, items in ((ChecklistKind.READINESS, playbook.READINESS_ITEMS), (ChecklistKind.EXIT, playbook.EXIT_ITEMS)):
         for order, (key, title) in enumerate(items, start=1):
             save_tracked(

@@ -12,6 +12,8 @@ rollout_created = django.dispatch.Signal()  # rollout, actor, reason
 plan_changed = django.dispatch.Signal()  # rollout, actor, reason
 # Sent inside the rollback's transaction: the ledger entry, the notifications' deliveries (sent after commit).
 rollout_rolled_back = django.dispatch.Signal()  # incident_id
+# Sent inside the rollback's transaction (rollout row locked): governance withdraws the open and approved requests.
+rollback_recorded = django.dispatch.Signal()  # rollout, incident, actor, reason
 # A request was refused: governance records it in the audit ledger (repeats aggregated per window).
 # ``reason`` is "permission-denied" (the 403 page), "csrf-failed" or "api" (a 401/403/429 of the API, with
 # ``status`` and ``code``).

@@ -6,6 +6,7 @@ not configured, and fails (never skips) in CI (``CI=true``).
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import os
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from rollout.roles import Role
 
@@ -129,7 +131,10 @@ def tenants(db):
 def rollout(users, tenants):
     from rollout.services import rollout_create_from_playbook
 
-    return rollout_create_from_playbook(name="ReAct rollout", owner=users[Role.ROLLOUT_ADMIN])
+    # Created (preparation entered) a month ago, so a phase can be entered days back and carry older runs.
+    return rollout_create_from_playbook(
+        name="ReAct rollout", owner=users[Role.ROLLOUT_ADMIN], now=timezone.now() - dt.timedelta(days=30)
+    )
 
 
 @pytest.fixture

@@ -46,13 +46,13 @@ def complete_readiness(rollout: Rollout, actor) -> None:
         services.checklist_item_tick(item=item, actor=actor, evidence_url=f"https://evidence.example.com/{item.key}")
 
 
-def advance_to(rollout: Rollout, kind: str, actor) -> Rollout:
-    """Drive the state machine directly (no governance gates) up to phase ``kind``."""
+def advance_to(rollout: Rollout, kind: str, actor, at=None) -> Rollout:
+    """Drive the state machine directly (no governance gates) up to phase ``kind``, entered at ``at`` (now)."""
     from rollout.models import PHASE_SEQUENCE
 
     for step in PHASE_SEQUENCE[1 : PHASE_SEQUENCE.index(kind) + 1]:
         if rollout.phases.get(kind=step).status == "pending":
-            services.rollout_advance(rollout=rollout, to=step, actor=actor, reason=f"test: into {step}")
+            services.rollout_advance(rollout=rollout, to=step, actor=actor, reason=f"test: into {step}", now=at)
     rollout.refresh_from_db()
     return rollout
 

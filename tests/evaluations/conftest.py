@@ -20,11 +20,15 @@ def admin(users):
     return users[Role.ROLLOUT_ADMIN]
 
 
+# When the ``canary`` fixture entered canary: runs may be dated up to this far back.
+CANARY_ENTERED_DAYS_AGO = 10
+
+
 @pytest.fixture
 def canary(rollout, admin):
-    """The rollout fixture, readiness done, in canary (entered just now)."""
+    """The rollout fixture, readiness done, in canary (entered ``CANARY_ENTERED_DAYS_AGO`` days ago)."""
     complete_readiness(rollout, admin)
-    return advance_to(rollout, "canary", admin)
+    return advance_to(rollout, "canary", admin, at=timezone.now() - dt.timedelta(days=CANARY_ENTERED_DAYS_AGO))
 
 
 @pytest.fixture
@@ -37,8 +41,9 @@ def live_canary(canary):
 
 
 def run(rollout_slug: str, *, phase: str = "canary", arm: str = "candidate", **overrides: Any) -> dict[str, Any]:
-    """A valid run object as the harness sends it; ``finished_at`` defaults to a moment ago."""
-    finished = overrides.pop("finished", None) or timezone.now() - dt.timedelta(seconds=1)
+    """A valid run object as the harness sends it; ``finished_at`` defaults to now (inside the period of a phase
+    entered before the call)."""
+    finished = overrides.pop("finished", None) or timezone.now()
     body = {
         "run_id": f"run-{next(_ids):06d}",
         "rollout": rollout_slug,

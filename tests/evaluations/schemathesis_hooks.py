@@ -8,7 +8,10 @@ these hooks move generated values into those rules, so that the
 ``positive_data_acceptance`` check judges what the schema can promise;
 negative cases are left untouched. The rollout named in positive bodies is
 the suite's real rollout half of the time, so ingestion is exercised past the
-lookup (an unknown rollout is a documented 404).
+lookup (an unknown rollout is a documented 404). Items for that rollout are
+made to fit its active phase: the canary, entered at ``RGD_SCHEMATHESIS_SINCE``,
+with the end time inside that activity period and the cohort one the canary
+exposes (a run or interval outside its phase's period is a documented 422).
 
 The import endpoints take a file a tool wrote: no schema can describe a valid Inspect log or promptfoo
 results file, so every generated body would be a (documented) 422. For positive cases the hooks send a real
@@ -31,6 +34,10 @@ schemathesis.serializer.alias("application/zip", "application/octet-stream")
 
 INSPECT_LOG = os.environ.get("RGD_SCHEMATHESIS_INSPECT_LOG", "")
 PROMPTFOO_RESULTS = os.environ.get("RGD_SCHEMATHESIS_PROMPTFOO", "")
+# When the suite's rollout entered canary (its active phase): runs and intervals of it end after this.
+SINCE = os.environ.get("RGD_SCHEMATHESIS_SINCE", "")
+PHASE = "canary"
+EXPOSED_COHORTS = (None, "internal")
 _EARLY = "2026-01-01T00:00:00+00:00"
 
 
@@ -50,8 +57,25 @@ def _fix_pair(item: dict, start_key: str, end_key: str) -> None:
         item[start_key], item[end_key] = _EARLY, (now - dt.timedelta(seconds=30)).isoformat()
 
 
+def _fit_phase(item: dict, start_key: str, end_key: str) -> None:
+    """For the suite's rollout: its active phase, and an end inside that phase's activity period."""
+    if not ROLLOUT or item.get("rollout") != ROLLOUT:
+        return
+    item["phase"] = PHASE
+    since = _moment(SINCE)
+    end = _moment(item.get(end_key))
+    if since is not None and (end is None or end < since):
+        now = dt.datetime.now(dt.UTC)
+        item[start_key], item[end_key] = _EARLY, max(now - dt.timedelta(seconds=30), since).isoformat()
+
+
 def _fix_run(item: dict, index: int) -> None:
+    if ROLLOUT and index % 2 == 0:
+        item["rollout"] = ROLLOUT
     _fix_pair(item, "started_at", "finished_at")
+    _fit_phase(item, "started_at", "finished_at")
+    if item.get("rollout") == ROLLOUT and item.get("cohort") not in EXPOSED_COHORTS:
+        item["cohort"] = "internal"
     conversations = item.get("conversations")
     if isinstance(conversations, int) and isinstance(item.get("guardrail_compensations"), int):
         item["guardrail_compensations"] = min(item["guardrail_compensations"], conversations)
@@ -61,14 +85,13 @@ def _fix_run(item: dict, index: int) -> None:
         for n, output in enumerate(outputs):
             if isinstance(output, dict):
                 output["conversation_id"] = f"{str(output.get('conversation_id', 'c'))[:180]}-{n}"
-    if ROLLOUT and index % 2 == 0:
-        item["rollout"] = ROLLOUT
 
 
 def _fix_sample(item: dict, index: int) -> None:
-    _fix_pair(item, "interval_start", "interval_end")
     if ROLLOUT and index % 2 == 0:
         item["rollout"] = ROLLOUT
+    _fix_pair(item, "interval_start", "interval_end")
+    _fit_phase(item, "interval_start", "interval_end")
 
 
 def _real_file(case) -> bool:

@@ -304,21 +304,92 @@ def test_validation_errors_are_422_with_a_pointer_per_field(api, canary, change,
     assert_nothing_stored()
 
 
-@pytest.mark.parametrize(
-    ("change", "status", "code", "pointer", "fragment"),
-    [
-        ({"rollout": "no-such-rollout"}, 404, "not-found", "/runs/0/rollout", "Unknown rollout"),
-        ({"phase": "limited_beta"}, 409, "phase-not-open", "/runs/0/phase", "has not started yet"),
-    ],
-)
-def test_schema_valid_runs_about_what_is_not_there_are_404_or_409_not_422(
-    api, canary, change, status, code, pointer, fragment
-):
-    """Finding 10: well-formed data the schema cannot refuse gets a status the schema documents for it."""
-    response = api.post(URL, {"runs": [{**run(canary.slug), **change}]})
-    body = assert_problem(response, status, code)
-    assert body["errors"] == [{"pointer": pointer, "message": body["errors"][0]["message"]}]
-    assert fragment in body["errors"][0]["message"]
+def test_a_run_for_an_unknown_rollout_is_404(api, canary):
+    """Finding 10: well-formed data about what is not there gets the status the schema documents for it."""
+    response = api.post(URL, {"runs": [{**run(canary.slug), "rollout": "no-such-rollout"}]})
+    body = assert_problem(response, 404, "not-found")
+    assert body["errors"] == [{"pointer": "/runs/0/rollout", "message": "Unknown rollout 'no-such-rollout'."}]
+    assert_nothing_stored()
+
+
+def _utc(moment: dt.datetime) -> str:
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def test_a_run_for_a_phase_never_entered_is_422_at_finished_at(api, canary):
+    """Issue 9, seam 1: a phase that has not been active takes no runs; 422 (not 409) naming finished_at."""
+    good = run(canary.slug, phase="limited_beta")
+    body = assert_problem(api.post(URL, {"runs": [good]}), 422, "outside-phase")
+    finished = dt.datetime.fromisoformat(good["finished_at"])
+    assert body["errors"] == [
+        {
+            "pointer": "/runs/0/finished_at",
+            "message": f"finished_at {_utc(finished)} is outside the phase's activity. "
+            "The Limited beta phase has not been active yet.",
+        }
+    ]
+    assert_nothing_stored()
+
+
+def test_a_run_that_finished_before_its_phase_was_entered_is_422_and_says_when_it_was_active(api, canary):
+    """Issue 9, seam 1: a canary run that finished before the canary began was stored (201) and silently ignored
+    by the trigger; now it is refused with a pointer at finished_at and the phase's activity in words."""
+    entered = canary.phases.get(kind="canary").entered_at
+    early = entered - dt.timedelta(hours=2)
+    runs = [run(canary.slug), run(canary.slug, guardrail_compensations=6, finished=early)]
+    body = assert_problem(api.post(URL, {"runs": runs}), 422, "outside-phase")
+    assert body["errors"] == [
+        {
+            "pointer": "/runs/1/finished_at",
+            "message": f"finished_at {_utc(early)} is outside the phase's activity. "
+            f"The Canary (internal QA) phase was active from {_utc(entered)} (still active).",
+        }
+    ]
+    assert_nothing_stored()
+    # The same moment is inside the preparation phase's period: there it is accepted.
+    prep = run(canary.slug, phase="preparation", finished=early)
+    assert api.post(URL, {"runs": [prep]}).status_code == 201
+
+
+def test_a_run_with_a_cohort_the_phase_does_not_expose_is_422_at_cohort(api, canary):
+    """Issue 9, seam 1: a canary run tagged ``beta`` was accepted; the canary exposes the internal cohort only."""
+    body = assert_problem(
+        api.post(URL, {"runs": [run(canary.slug, cohort="internal"), run(canary.slug, cohort="beta")]}),
+        422,
+        "outside-phase",
+    )
+    assert body["errors"] == [
+        {
+            "pointer": "/runs/1/cohort",
+            "message": "The Canary (internal QA) phase does not expose the beta cohort; it exposes internal.",
+        }
+    ]
+    assert_nothing_stored()
+    assert api.post(URL, {"runs": [run(canary.slug, cohort="internal")]}).status_code == 201
+
+
+def test_a_sample_that_ended_outside_its_phase_is_422_at_interval_end(api, canary):
+    entered = canary.phases.get(kind="canary").entered_at
+    early = entered - dt.timedelta(minutes=30)
+    body = assert_problem(api.post(SAMPLES, {"samples": [sample(canary.slug, early)]}), 422, "outside-phase")
+    end = early + dt.timedelta(minutes=5)
+    assert body["errors"] == [
+        {
+            "pointer": "/samples/0/interval_end",
+            "message": f"interval_end {_utc(end)} is outside the phase's activity. "
+            f"The Canary (internal QA) phase was active from {_utc(entered)} (still active).",
+        }
+    ]
+    never = assert_problem(
+        api.post(
+            SAMPLES,
+            {"samples": [sample(canary.slug, timezone.now() - dt.timedelta(hours=1), phase="general_availability")]},
+        ),
+        422,
+        "outside-phase",
+    )
+    assert never["errors"][0]["pointer"] == "/samples/0/interval_end"
+    assert never["errors"][0]["message"].endswith("The General availability phase has not been active yet.")
     assert_nothing_stored()
 
 

@@ -8,6 +8,7 @@ import re
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from evaluations import services
 from evaluations.models import EvaluationRun, SuccessCriterion
@@ -16,7 +17,8 @@ from tests.evaluations.conftest import run
 
 
 def add_runs(canary, n: int, *, outputs: int = 0, offset: int = 0) -> None:
-    entered = canary.phases.get(kind="canary").entered_at
+    # Runs of the canary period (entered days ago), the newest a moment ago.
+    entered = timezone.now()
     runs = []
     for i in range(n):
         arm = "baseline" if i % 2 else "candidate"

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from evaluations import services
 from evaluations.models import EvaluationRun
@@ -72,7 +73,7 @@ def test_time_cursors_round_trip():
 
 
 def test_runs_list_pages_through_ties_in_finished_at(client_for, canary, django_assert_num_queries):
-    at = canary.phases.get(kind="canary").entered_at - dt.timedelta(hours=1)
+    at = timezone.now() - dt.timedelta(hours=1)
     # 60 runs, three at each finish time: the id breaks the ties.
     services.ingest_runs(
         payload={"runs": [run(canary.slug, finished=at - dt.timedelta(minutes=i // 3)) for i in range(60)]}

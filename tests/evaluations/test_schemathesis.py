@@ -48,7 +48,8 @@ def figures(output: str) -> dict[str, int]:
 def test_schemathesis_all_checks_find_no_failure(live_server, users, tenants, rollout, token, tmp_path):
     admin = users[Role.ROLLOUT_ADMIN]
     complete_readiness(rollout, admin)
-    advance_to(rollout, "canary", admin)
+    entered = timezone.now() - dt.timedelta(days=1)
+    advance_to(rollout, "canary", admin, at=entered)
     # The import endpoints' positive cases post files the real tools write now, inside the canary's activity.
     inspect_log = finish(inspect_eval(tmp_path / "inspect", "-T", "arm=candidate"), tmp_path / "inspect", "inspect")
     # promptfoo's providers labelled by arm, so that the import needs no mapping.
@@ -76,6 +77,7 @@ def test_schemathesis_all_checks_find_no_failure(live_server, users, tenants, ro
         "RGD_SCHEMATHESIS_ROLLOUT": rollout.slug,
         "RGD_SCHEMATHESIS_INSPECT_LOG": str(inspect_log),
         "RGD_SCHEMATHESIS_PROMPTFOO": str(promptfoo_results),
+        "RGD_SCHEMATHESIS_SINCE": entered.isoformat(),
         "NO_COLOR": "1",
         "COLUMNS": "200",
     }

@@ -8,6 +8,7 @@ import random
 import pytest
 from django.db.models import Avg, Count
 from django.db.models.functions import TruncDay
+from django.utils import timezone
 
 from evaluations import selectors, services, summaries
 from evaluations.models import METRIC_KEYS, EvaluationRun, RunDaySummary
@@ -19,6 +20,7 @@ FAR_FUTURE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 def _ingest(canary, n: int, *, seed: int, days: int = 12) -> list[dict]:
     rng = random.Random(seed)
     entered = canary.phases.get(kind="canary").entered_at
+    now = timezone.now()
     runs = []
     for i in range(n):
         metrics = {
@@ -28,12 +30,15 @@ def _ingest(canary, n: int, *, seed: int, days: int = 12) -> list[dict]:
         }
         if i % 3:
             metrics["critic_revision_rate"] = rng.uniform(0.1, 0.3)  # not every run reports every metric
+        arm = rng.choice(["baseline", "candidate"])
+        finished = now - dt.timedelta(minutes=rng.randint(1, days * 24 * 60))
         runs.append(
             run(
                 canary.slug,
-                phase=rng.choice(["preparation", "canary"]),
-                arm=rng.choice(["baseline", "candidate"]),
-                finished=entered - dt.timedelta(minutes=rng.randint(1, days * 24 * 60)),
+                # Each run in the phase active when it finished (preparation until the canary was entered).
+                phase="canary" if finished >= entered else "preparation",
+                arm=arm,
+                finished=finished,
                 metrics=metrics,
             )
         )
@@ -127,7 +132,7 @@ def test_day_buckets_of_the_trend_come_from_the_summaries_and_equal_the_raw_mean
     monkeypatch.setattr(selectors, "MAX_CHART_POINTS", 10)
     _ingest(canary, 90, seed=11, days=20)
     phases = list(canary.phases.all())
-    with django_assert_max_num_queries(1):
+    with django_assert_max_num_queries(2):  # the day summaries, and the phases' activity periods
         trend = selectors.trend_data(canary, phases)
     assert trend.bucket == "day"
     kinds = {p.pk: p.kind for p in phases}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import pytest
@@ -82,3 +83,34 @@ def test_seed_demo_leaves_a_big_ledger_to_the_nightly_verification(monkeypatch):
     call_command("seed_demo", stdout=io.StringIO())
     assert not JobRun.objects.filter(job=Job.VERIFY_AUDIT_LOG).exists()
     assert JobRun.objects.filter(job=Job.ENFORCE_RETENTION).count() == 1
+
+
+def test_seed_demo_runs_lie_in_their_phase_periods_and_the_pending_beta_request_can_be_applied_once_approved():
+    """Issue 9, seam 1: the demo's 16 canary runs were dated up to four days before the canary was entered."""
+    from evaluations.models import EvaluationRun, MonitoringSample
+    from governance import services
+    from governance.selectors import gates_for
+    from rollout.models import PhasePeriod
+    from tests.governance.helpers import approve
+
+    call_command("seed_demo", stdout=io.StringIO())
+    main = Rollout.objects.get(slug=MAIN_SLUG)
+    periods = {p.phase_id: p for p in PhasePeriod.objects.filter(phase__rollout=main)}
+    runs = list(EvaluationRun.objects.filter(rollout=main))
+    assert len(runs) == 32
+    assert all(periods[r.phase_id].contains(r.finished_at) and not r.late for r in runs)
+    assert all(periods[s.phase_id].contains(s.interval_end) for s in MonitoringSample.objects.filter(rollout=main))
+    canary = main.phases.get(kind=PhaseKind.CANARY)
+    first_canary_run = min(r.finished_at for r in runs if r.phase_id == canary.pk)
+    assert canary.entered_at < first_canary_run
+    assert timezone.now() - canary.entered_at > dt.timedelta(hours=main.canary_soak_hours)
+    # The ledger's story reads in order: signed, requested, approved, applied, then canary entered.
+    applied = TransitionRequest.objects.get(rollout=main, target=PhaseKind.CANARY)
+    assert applied.requested_at < applied.decided_at <= applied.closed_at == canary.entered_at
+
+    beta = TransitionRequest.objects.get(rollout=main, target=PhaseKind.LIMITED_BETA)
+    assert [g.key for g in gates_for(main, PhaseKind.LIMITED_BETA) if not g.passed] == []
+    users = {u.username: u for u in get_user_model().objects.all()}
+    approve(beta, users, roles=["sre-lead", "support-lead"])
+    services.transition_apply(request=beta, actor=users["rollout-admin"])
+    assert main.phases.get(kind=PhaseKind.LIMITED_BETA).status == PhaseStatus.ACTIVE

@@ -70,8 +70,9 @@ def test_a_change_through_a_page_is_one_entry_with_user_reason_and_request_id(ro
 
 
 def test_every_tracked_write_is_one_entry(rollout, users):
-    """Creating a rollout writes 4 phases, 16 checklist items, 5 flags, 3 cohorts, 6 memberships,
-    5 escalation contacts and 6 success criteria: exactly one entry each, plus the rollout."""
+    """Creating a rollout writes 4 phases (and the preparation's first activity period), 16 checklist items,
+    5 flags, 3 cohorts, 6 memberships, 5 escalation contacts and 6 success criteria: exactly one entry each,
+    plus the rollout."""
     start = top()
     admin_user = users[Role.ROLLOUT_ADMIN]
     rollout_services.rollout_create_from_playbook(name="Second", owner=admin_user)
@@ -82,6 +83,7 @@ def test_every_tracked_write_is_one_entry(rollout, users):
     assert by_type == {
         "rollout.rollout": 1,
         "rollout.phase": 4,
+        "rollout.phaseperiod": 1,
         "rollout.checklistitem": 16,
         "rollout.featureflag": 5,
         "rollout.cohort": 3,

@@ -372,7 +372,8 @@ def _runs(rollout, n, *, first=0, passing=True):
 
 
 def test_ga_gate_counts_consecutive_passing_runs_and_apply_enforces_guardrails(rollout, users, tenants):
-    advance_to(rollout, PhaseKind.LIMITED_BETA, users[ADMIN])
+    # Entered two days ago: the runs (from a day ago) lie in the limited-beta period, the only ones the gate counts.
+    advance_to(rollout, PhaseKind.LIMITED_BETA, users[ADMIN], at=timezone.now() - dt.timedelta(days=2))
     _runs(rollout, 3)
     streak = gate(rollout, PhaseKind.GENERAL_AVAILABILITY, "success_streak")
     assert (streak.passed, streak.detail) == (False, "3 of 5 consecutive passing runs")

@@ -11,6 +11,7 @@ from django.db import transaction
 from evaluations.demo import seed_evaluations
 from governance.demo import enter_canary, seed_compliance, seed_governance
 from rollout.demo import seed_demo
+from rollout.models import PhaseKind
 from rollout.roles import Role
 
 
@@ -21,8 +22,16 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="demo", help="Password of the demo users (default: demo).")
 
     def handle(self, *args, password: str, **options):
+        created: list[str] = []
+
+        def enter_canary_after_preparation_runs(rollout, users, at) -> None:
+            # The preparation runs arrive while preparation is active (no late arrivals), then canary begins.
+            created.extend(seed_evaluations(phases=(PhaseKind.PREPARATION,)))
+            enter_canary(rollout, users, at)
+
         with transaction.atomic():
-            result = seed_demo(password=password, enter_canary=enter_canary)
+            result = seed_demo(password=password, enter_canary=enter_canary_after_preparation_runs)
+            result.created.extend(created)
             users = {u.username: u for u in get_user_model().objects.filter(username__in=[r.value for r in Role])}
             seed_governance(users, result)
             result.created.extend(seed_evaluations())
