@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "simple_history",
     "axes",
+    "django_filters",
+    "django_tables2",
     "rollout",
     "evaluations",
     "governance",
@@ -79,6 +81,8 @@ MIDDLEWARE = [
     # Who acts and under which request id, for the audit ledger.
     "governance.middleware.AuditContextMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Displayed times in the reader's zone (their preference, else their browser's); UTC on hover.
+    "rollout.middleware.TimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as axes asks: turns a locked-out login into its lockout page.

@@ -5,29 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 
-from rollout.forms import BoundedDateField
-from rollout.models import PhaseKind
-
-from .models import METRICS, Arm, Comparator
-
-
-class RunFilterForm(forms.Form):
-    phase = forms.ChoiceField(choices=[("", "Any phase"), *PhaseKind.choices], required=False)
-    arm = forms.ChoiceField(choices=[("", "Both arms"), *Arm.choices], required=False)
-    since = BoundedDateField(required=False, label="Finished from", widget=forms.DateInput(attrs={"type": "date"}))
-    until = BoundedDateField(required=False, label="Finished until", widget=forms.DateInput(attrs={"type": "date"}))
-
-    def clean(self):
-        data = super().clean()
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            self.add_error("until", "“Until” is before “from”.")
-        return data
-
-    def filters(self) -> dict:
-        """The filters that parsed; a bad one is dropped (and reported), not a 500."""
-        self.is_valid()
-        data = getattr(self, "cleaned_data", {})
-        return {k: data[k] for k in ("phase", "arm", "since", "until") if data.get(k) and k not in self.errors}
+from .models import METRICS, Comparator
 
 
 class CriterionRowForm(forms.Form):

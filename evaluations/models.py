@@ -129,6 +129,9 @@ class EvaluationRun(models.Model):
             models.Index(fields=["finished_at"], name="run_finished"),
             # The runs list: a rollout's runs, newest first.
             models.Index(fields=["rollout", "finished_at", "id"], name="run_rollout_finished"),
+            # Its other sorts (rollout.tables): by run id, by conversations.
+            models.Index(fields=["rollout", "run_id"], name="run_rollout_run_id"),
+            models.Index(fields=["rollout", "conversations", "id"], name="run_rollout_conversations"),
         ]
 
     def __str__(self) -> str:

@@ -15,12 +15,14 @@ from django.views.decorators.http import require_safe
 from config.db_router import replica_reads
 from rollout.errors import DomainError
 from rollout.models import Rollout
-from rollout.pagination import decode_time_id, encode_time_id, keyset_page
+from rollout.tables import sorted_page
 
 from . import selectors, services
 from .charts import build_charts
-from .forms import CriterionRowForm, ReasonForm, RunFilterForm
+from .filters import RunFilter
+from .forms import CriterionRowForm, ReasonForm
 from .models import METRICS, Comparator
+from .tables import RUN_SORTING, RunTable
 
 
 def _page(request: HttpRequest, queryset, per_page: int | None = None):
@@ -61,22 +63,26 @@ def deltas(request: HttpRequest, slug: str) -> HttpResponse:
 @require_safe
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
-    form = RunFilterForm(request.GET or None)
-    filters = form.filters() if request.GET else {}
-    if request.GET and form.errors:
+    filterset = RunFilter(request.GET or None, queryset=selectors.runs_for(rollout), rollout_id=rollout.pk)
+    filters = filterset.applied
+    if filterset.is_bound and filterset.form.errors:
+        form = filterset.form
         bad = "; ".join(f"{form.fields[name].label or name}: {' '.join(errs)}" for name, errs in form.errors.items())
         messages.error(request, f"Some filters were ignored — {bad}")
-    # Keyset pages: the runs list grows by a million a year (no OFFSET, no count).
-    page = keyset_page(
-        request,
-        selectors.runs_for(rollout, **filters),
-        fields=("finished_at", "id"),
-        per_page=settings.PAGE_SIZE,
-        encode=encode_time_id,
-        decode=decode_time_id,
-    )
+    # Keyset pages: the runs list grows by a million a year (no OFFSET, no count); sorts only on indexed columns.
+    page, sort = sorted_page(request, filterset.qs, RUN_SORTING)
     return render(
-        request, "evaluations/runs.html", {"rollout": rollout, "form": form, "page": page, "filters": filters}
+        request,
+        "evaluations/runs.html",
+        {
+            "rollout": rollout,
+            "filterset": filterset,
+            "form": filterset.form,
+            "page": page,
+            "sort": sort,
+            "table": RunTable(page, sort=sort, rollout_slug=rollout.slug),
+            "filters": filters,
+        },
     )
 
 

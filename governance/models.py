@@ -273,6 +273,10 @@ class AuditEvent(models.Model):
             models.Index(fields=["actor_name", "sequence"], name="audit_actor_seq"),
             models.Index(fields=["action", "sequence"], name="audit_action_seq"),
             models.Index(fields=["object_type", "object_id", "sequence"], name="audit_object_seq"),
+            # The list's text search: prefixes (LIKE 'text%') of these, whatever the database's collation.
+            models.Index(fields=["actor_name"], opclasses=["varchar_pattern_ops"], name="audit_actor_prefix"),
+            models.Index(fields=["action"], opclasses=["varchar_pattern_ops"], name="audit_action_prefix"),
+            models.Index(fields=["object_repr"], opclasses=["varchar_pattern_ops"], name="audit_object_repr_prefix"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(sequence__gte=1), name="audit_sequence_positive"),

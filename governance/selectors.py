@@ -731,18 +731,18 @@ def released_holds(limit: int = 20) -> list[LegalHold]:
     )
 
 
-def records_list() -> list[ProcessingRecord]:
-    """Every record with its pending-change count and whether its retention period matches the policy. One query."""
-    records = list(
-        ProcessingRecord.objects.annotate(
-            pending=Count("changes", filter=Q(changes__status=ChangeStatus.PENDING))
-        ).order_by("name", "id")
+def records_list() -> QuerySet[ProcessingRecord]:
+    """Every record with its pending-change count (one query a page); ``mark_retention_mismatch`` per row."""
+    return ProcessingRecord.objects.annotate(
+        pending=Count("changes", filter=Q(changes__status=ChangeStatus.PENDING))
+    ).order_by("name", "id")
+
+
+def mark_retention_mismatch(record: ProcessingRecord) -> None:
+    """Whether the record's retention period contradicts the policy it says applies."""
+    record.retention_mismatch = (
+        record.retention_policy_applies and record.retention_period_days != settings.RETENTION_DAYS
     )
-    for record in records:
-        record.retention_mismatch = (
-            record.retention_policy_applies and record.retention_period_days != settings.RETENTION_DAYS
-        )
-    return records
 
 
 @dataclass
@@ -768,6 +768,7 @@ def record_detail(key: str, *, decided_limit: int = 50) -> RecordDetail:
 
 
 def reviews(*, status: str = "", kind: str = "") -> QuerySet[ScheduledReview]:
+    """Scheduled reviews (the list page filters them with ``governance.filters.ReviewFilter``)."""
     qs = ScheduledReview.objects.all()
     now = timezone.now()
     if status == "overdue":

@@ -20,15 +20,17 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from config.db_router import reads_from_replica, replica_reads, stream_from_replica
+from rollout import timefmt
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
 from rollout.models import Rollout
-from rollout.pagination import decode_int, encode_int, keyset_page
 from rollout.roles import has_role
+from rollout.tables import list_context, sorted_page
 
 from . import jobs, ledger, manifest, records, reports, reviews, selectors, services
 from . import retention as retention_services
 from .errors import StaleVersion
+from .filters import AuditSearch, RecordFilter, ReviewFilter, TransitionFilter
 from .forms import (
     ApplyForm,
     ApproversForm,
@@ -43,7 +45,17 @@ from .forms import (
     RunJobForm,
     TransitionRequestForm,
 )
-from .models import Job, LegalHold, ProcessingRecord, RecordChange, ReviewKind, TransitionRequest
+from .models import Job, LegalHold, ProcessingRecord, RecordChange, TransitionRequest
+from .tables import (
+    AUDIT_SORTING,
+    RECORD_SORTING,
+    REVIEW_SORTING,
+    TRANSITION_SORTING,
+    AuditTable,
+    RecordTable,
+    ReviewTable,
+    TransitionTable,
+)
 
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 
@@ -90,10 +102,12 @@ def sign_off(request: HttpRequest, slug: str) -> HttpResponse:
 @require_safe
 def transition_list(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
-    page = Paginator(selectors.transition_requests(rollout), settings.PAGE_SIZE).get_page(request.GET.get("page"))
+    context = list_context(
+        request, TransitionFilter, selectors.transition_requests(rollout), TRANSITION_SORTING, TransitionTable
+    )
     has_pending = selectors.pending_request(rollout) is not None
     return render(
-        request, "governance/transition_list.html", {"rollout": rollout, "page": page, "has_pending": has_pending}
+        request, "governance/transition_list.html", {"rollout": rollout, "has_pending": has_pending, **context}
     )
 
 
@@ -246,23 +260,19 @@ def approvers_edit(request: HttpRequest, slug: str) -> HttpResponse:
 def _audit_page(request: HttpRequest, form: AuditFilterForm, *, status: int = 200) -> HttpResponse:
     if form.is_valid():
         # Keyset pages over the sequence: the ledger reaches millions of entries (no OFFSET, no count).
-        page = keyset_page(
-            request,
-            selectors.audit_events(form.filters()),
-            fields=("sequence",),
-            per_page=settings.PAGE_SIZE,
-            encode=encode_int,
-            decode=decode_int,
-        )
+        # Sorts only on what the ledger's indexes lead with; the search is an indexed prefix (governance.filters).
+        search = AuditSearch(request.GET or None, queryset=selectors.audit_events(form.filters()))
+        page, sort = sorted_page(request, search.qs, AUDIT_SORTING)
         names = selectors.rollout_names([e.rollout_id for e in page.object_list if e.rollout_id])
         for event in page.object_list:
             event.rollout_obj = names.get(event.rollout_id)
+        table = AuditTable(page, sort=sort)
     else:
-        page, status = None, 400
+        page, status, search, sort, table = None, 400, AuditSearch(request.GET or None), "", None
     return render(
         request,
         "governance/audit_list.html",
-        {"form": form, "page": page, "object_types": _object_types()},
+        {"form": form, "page": page, "object_types": _object_types(), "search": search, "sort": sort, "table": table},
         status=status,
     )
 
@@ -373,7 +383,8 @@ def hold_release(request: HttpRequest, pk: int) -> HttpResponse:
             "form": form,
             "title": f"Release the legal hold on {hold.rollout.name}?",
             "explanation": (
-                f"Placed {hold.placed_at:%Y-%m-%d %H:%M} UTC by {hold.placed_by_name}: “{hold.reason}”. Once released, "
+                f"Placed {timefmt.plain_time(hold.placed_at, 'Y-m-d H:i')} by {hold.placed_by_name}: "
+                f"“{hold.reason}”. Once released, "
                 "the rollout's outputs older than the retention period are deleted by the next retention run."
             ),
             "submit": "Release hold",
@@ -447,11 +458,15 @@ def job_run_now(request: HttpRequest, job: str) -> HttpResponse:
 @require_safe
 @permission_required("governance.view_processingrecord", raise_exception=True)
 def records_list(request: HttpRequest) -> HttpResponse:
-    return render(
+    context = list_context(
         request,
-        "governance/records_list.html",
-        {"records": selectors.records_list(), "retention_days": settings.RETENTION_DAYS},
+        RecordFilter,
+        selectors.records_list(),
+        RECORD_SORTING,
+        RecordTable,
+        each=[selectors.mark_retention_mismatch],
     )
+    return render(request, "governance/records_list.html", {**context, "retention_days": settings.RETENTION_DAYS})
 
 
 @require_safe
@@ -529,16 +544,8 @@ def change_decide(request: HttpRequest, key: str, pk: int) -> HttpResponse:
 @require_safe
 @permission_required("governance.view_scheduledreview", raise_exception=True)
 def reviews_list(request: HttpRequest) -> HttpResponse:
-    status = request.GET.get("status", "")
-    kind = request.GET.get("kind", "")
-    status = status if status in ("open", "overdue", "completed") else ""
-    kind = kind if kind in ReviewKind.values else ""
-    page = _page(request, selectors.reviews(status=status, kind=kind))
-    return render(
-        request,
-        "governance/reviews_list.html",
-        {"page": page, "status": status, "kind": kind, "kinds": ReviewKind.choices, "now": timezone.now()},
-    )
+    context = list_context(request, ReviewFilter, selectors.reviews(), REVIEW_SORTING, ReviewTable)
+    return render(request, "governance/reviews_list.html", {**context, "now": timezone.now()})
 
 
 @permission_required("governance.view_scheduledreview", raise_exception=True)

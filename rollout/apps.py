@@ -7,6 +7,6 @@ class RolloutConfig(AppConfig):
 
     def ready(self) -> None:
         # notifications and middleware connect the rollback notifications and the login time.
-        from . import converters, middleware, notifications  # noqa: F401
+        from . import converters, middleware, notifications, preferences  # noqa: F401
 
         converters.register()

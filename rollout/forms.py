@@ -121,3 +121,18 @@ class CohortMembersForm(forms.Form):
         queryset=Tenant.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple
     )
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+def _zone_choices() -> list[tuple[str, str]]:
+    from .timefmt import available_zones
+
+    return [("", "My browser's zone"), *((z, z.replace("_", " ")) for z in sorted(available_zones()))]
+
+
+class TimeZonePreferenceForm(forms.Form):
+    time_zone = forms.ChoiceField(
+        choices=_zone_choices,
+        required=False,
+        label="Time zone",
+        help_text="Pages show times in this zone, with UTC on hover. Filters labelled UTC stay in UTC.",
+    )

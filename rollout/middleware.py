@@ -87,3 +87,30 @@ class TrustedProxyMiddleware:
             if len(hops) >= self.count:
                 request.META["REMOTE_ADDR"] = hops[-self.count]
         return self.get_response(request)
+
+
+class TimeZoneMiddleware:
+    """Shows the request's times in the reader's zone (``rollout.preferences.zone_name_for``): their saved
+    preference, else their browser's (the ``rgd_tz`` cookie), else ``TIME_ZONE``. A name that is not an IANA
+    zone is ignored. Forms and filters that say "UTC" stay in UTC; only what is displayed moves."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.utils import timezone
+
+        from .preferences import zone_name_for
+        from .timefmt import valid_zone
+
+        name, source = zone_name_for(request)
+        request.time_zone_name, request.time_zone_source = name or settings.TIME_ZONE, source
+        zone = valid_zone(name) if name else None
+        if zone is not None:
+            timezone.activate(zone)
+        else:
+            timezone.deactivate()
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

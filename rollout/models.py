@@ -673,3 +673,16 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task}{tuple(self.args)!r}"
+
+
+class UserPreference(models.Model):
+    """A person's display settings: the time zone pages show times in (empty: their browser's)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference")
+    time_zone = models.CharField(
+        max_length=64, blank=True, help_text="An IANA zone such as Europe/Berlin; empty: the browser's zone."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.time_zone or 'browser zone'}"

@@ -26,6 +26,8 @@ class KeysetPage:
     query: QueryDict
     next_cursor: str = ""
     previous_cursor: str = ""
+    # The links' words: a time-ordered list reads newest/newer/older/oldest, a sorted one first/previous/next/last.
+    labels: tuple[str, str, str, str] = ("Newest", "Newer", "Older", "Oldest")
 
     keyset = True
 
@@ -87,9 +89,11 @@ def keyset_page(
     per_page: int,
     encode: Callable[[Key], str],
     decode: Callable[[str], Key],
+    descending: bool = True,
+    labels: tuple[str, str, str, str] | None = None,
 ) -> KeysetPage:
-    """The page of ``queryset`` (newest first: descending ``fields``, unique together) that ``?after=`` or
-    ``?before=`` names; ``?before=`` with no value is the oldest page. One query."""
+    """The page of ``queryset`` (in the order of ``fields``, unique together, descending unless told otherwise)
+    that ``?after=`` or ``?before=`` names; ``?before=`` with no value is the last page. One query."""
 
     def parse(name: str) -> Key | None:
         raw = request.GET.get(name)
@@ -103,21 +107,23 @@ def keyset_page(
     def key_of(obj: Any) -> Key:
         return tuple(getattr(obj, f) for f in fields)
 
-    descending = [f"-{f}" for f in fields]
+    forward = [f"-{f}" for f in fields] if descending else list(fields)
+    backward = list(fields) if descending else [f"-{f}" for f in fields]
+    seek_after, seek_before = (_after, _before) if descending else (_before, _after)
     after, before = parse("after"), parse("before")
     oldest = "before" in request.GET and not request.GET.get("before")
     if before is not None or oldest:
-        rows = queryset.order_by(*fields)
+        rows = queryset.order_by(*backward)
         if before is not None:
-            rows = rows.filter(_before(fields, before))
+            rows = rows.filter(seek_before(fields, before))
         rows = list(rows[: per_page + 1])
         more = len(rows) > per_page
         rows = rows[:per_page][::-1]
         has_previous, has_next = more, not oldest
     else:
-        rows = queryset.order_by(*descending)
+        rows = queryset.order_by(*forward)
         if after is not None:
-            rows = rows.filter(_after(fields, after))
+            rows = rows.filter(seek_after(fields, after))
         rows = list(rows[: per_page + 1])
         has_next = len(rows) > per_page
         rows = rows[:per_page]
@@ -129,6 +135,7 @@ def keyset_page(
         query=request.GET,
         next_cursor=encode(key_of(rows[-1])) if rows else "",
         previous_cursor=encode(key_of(rows[0])) if rows else "",
+        **({"labels": labels} if labels else {}),
     )
 
 

@@ -7,6 +7,7 @@ app_name = "rollout"
 urlpatterns = [
     path("", views.home, name="home"),
     path("tenants/", views.tenant_list, name="tenants"),
+    path("preferences/", views.preferences, name="preferences"),
     path("rollouts/new/", views.rollout_create, name="create"),
     path("rollouts/<slug:slug>/", views.rollout_detail, name="detail"),
     path("rollouts/<slug:slug>/status/", views.rollout_status, name="status"),

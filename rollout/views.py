@@ -12,10 +12,13 @@ from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
+from . import preferences as prefs
 from . import selectors, services
 from .errors import DomainError
+from .filters import CommunicationFilter, RolloutFilter, TenantFilter
 from .forms import (
     CohortMembersForm,
     CommunicationEditForm,
@@ -27,6 +30,7 @@ from .forms import (
     ReasonForm,
     RolloutCreateForm,
     TickForm,
+    TimeZonePreferenceForm,
 )
 from .models import (
     ChecklistItem,
@@ -38,6 +42,15 @@ from .models import (
     Rollout,
 )
 from .signals import access_denied, home_panels, rollout_panels
+from .tables import (
+    COMMUNICATION_SORTING,
+    ROLLOUT_SORTING,
+    TENANT_SORTING,
+    CommunicationTable,
+    RolloutTable,
+    TenantTable,
+    list_context,
+)
 
 
 def _page(request: HttpRequest, queryset, per_page: int | None = None):
@@ -48,13 +61,17 @@ def _rollout(slug: str) -> Rollout:
     return get_object_or_404(Rollout, slug=slug)
 
 
+def _rollout_row(rollout: Rollout) -> None:
+    rollout.current_phase_label = selectors.phase_label(rollout.current_phase_kind)
+    rollout.readiness_pct = selectors.readiness_percent(rollout.readiness_done, rollout.readiness_total)
+
+
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
-    page = _page(request, selectors.rollout_list())
-    for rollout in page.object_list:
-        rollout.current_phase_label = selectors.phase_label(rollout.current_phase_kind)
-        rollout.readiness_pct = selectors.readiness_percent(rollout.readiness_done, rollout.readiness_total)
-    return render(request, "rollout/home.html", {"page": page, "panels": _panels(home_panels, request=request)})
+    context = list_context(
+        request, RolloutFilter, selectors.rollout_list(), ROLLOUT_SORTING, RolloutTable, each=[_rollout_row]
+    )
+    return render(request, "rollout/home.html", {**context, "panels": _panels(home_panels, request=request)})
 
 
 def _panels(signal, **kwargs) -> list[dict]:
@@ -269,8 +286,10 @@ def incident_close(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_safe
 def communication_list(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
-    page = _page(request, selectors.communications_for(rollout))
-    return render(request, "rollout/communication_list.html", {"rollout": rollout, "page": page})
+    context = list_context(
+        request, CommunicationFilter, selectors.communications_for(rollout), COMMUNICATION_SORTING, CommunicationTable
+    )
+    return render(request, "rollout/communication_list.html", {"rollout": rollout, **context})
 
 
 @permission_required("rollout.add_communication", raise_exception=True)
@@ -404,9 +423,39 @@ def cohort_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return render(request, "rollout/cohort_form.html", {"rollout": cohort.rollout, "cohort": cohort, "form": form})
 
 
+def preferences(request: HttpRequest) -> HttpResponse:
+    """The reader's display preferences: the time zone of every page's times."""
+    saved = prefs.saved_time_zone(request.user)
+    form = TimeZonePreferenceForm(request.POST or None, initial={"time_zone": saved})
+    if request.method == "POST" and form.is_valid():
+        try:
+            preference = prefs.preference_set_time_zone(user=request.user, time_zone=form.cleaned_data["time_zone"])
+        except DomainError as exc:
+            form.add_error("time_zone", exc.message)
+        else:
+            prefs.remember_in_session(request, preference.time_zone)
+            shown = preference.time_zone or "your browser's zone"
+            messages.success(request, f"Times are now shown in {shown}.")
+            return redirect("rollout:preferences")
+    return render(
+        request,
+        "rollout/preferences.html",
+        {
+            "form": form,
+            "saved": saved,
+            "zone": getattr(request, "time_zone_name", settings.TIME_ZONE),
+            "source": getattr(request, "time_zone_source", "default"),
+            "browser_zone": request.COOKIES.get(prefs.COOKIE_NAME, ""),
+            "now": timezone.now(),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
 @require_safe
 def tenant_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "rollout/tenant_list.html", {"page": _page(request, selectors.tenant_list())})
+    context = list_context(request, TenantFilter, selectors.tenant_list(), TENANT_SORTING, TenantTable)
+    return render(request, "rollout/tenant_list.html", context)
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -193,6 +193,7 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
         "ofrep:evaluate-flags": lambda: {"context": {"targetingKey": tenant_slug}},
         "ofrep:evaluate-flag": lambda: {"context": {"targetingKey": tenant_slug}},
         "rollout:create": lambda: {"name": "Agent handoff rollout", "start_date": "2027-01-04"},
+        "rollout:preferences": lambda: {"time_zone": "Europe/Berlin"},
         "rollout:plan_edit": lambda: _plan(world),
         "rollout:escalation_edit": lambda: {
             "rows-TOTAL_FORMS": "1",

@@ -74,6 +74,8 @@ rollout:home                   GET  login  200    200    200    200    200    20
 rollout:home                   POST login  405    405    405    405    405    405    405   | login
 rollout:tenants                GET  login  200    200    200    200    200    200    200   | login
 rollout:tenants                POST login  405    405    405    405    405    405    405   | login
+rollout:preferences            GET  login  200    200    200    200    200    200    200   | login
+rollout:preferences            POST login  302+   302+   302+   302+   302+   302+   302+  | login
 rollout:create                 GET  login  200    403    403    403    403    403    403   | login
 rollout:create                 POST login  302+   403    403    403    403    403    403   | login
 rollout:detail                 GET  login  200    200    200    200    200    200    200   | login

@@ -13,6 +13,8 @@ from django import template
 from django.urls import reverse
 from django.utils import timezone
 
+from rollout import timefmt
+
 register = template.Library()
 
 
@@ -30,7 +32,8 @@ ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+
 
 
 def readable_time(value: str) -> str:
-    """An ISO date-time string as people read it, in UTC to the second; anything else unchanged."""
+    """An ISO date-time string as people read it, to the second, in the reader's zone (``rollout.timefmt``:
+    "2026-12-01 11:12:06 UTC" for a UTC reader); anything else unchanged."""
     if not isinstance(value, str) or not ISO_DATETIME.match(value):
         return value
     try:
@@ -39,7 +42,7 @@ def readable_time(value: str) -> str:
         return value
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return timefmt.plain_time(moment)
 
 
 register.filter("readable_time", readable_time)
@@ -135,7 +138,7 @@ def in_hours(moment: dt.datetime, now: dt.datetime | None = None) -> str:
 
 @register.filter
 def passes_text(moment: dt.datetime | None) -> str:
-    """When a gate that waits for time passes: "passes 2026-12-03 08:32 UTC, in 31 h"."""
+    """When a gate that waits for time passes: "passes 2026-12-03 08:32 UTC, in 31 h" (in the reader's zone)."""
     if moment is None:
         return ""
-    return f"passes {moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC, {in_hours(moment)}"
+    return f"passes {timefmt.plain_time(moment, 'Y-m-d H:i')}, {in_hours(moment)}"

@@ -8,6 +8,8 @@ from django import template
 from django.conf import settings
 from django.utils.safestring import mark_safe
 
+from rollout import timefmt
+
 register = template.Library()
 
 _BADGE = {
@@ -93,3 +95,15 @@ def page_url(context, page_number) -> str:
     query = context["request"].GET.copy()
     query["page"] = page_number
     return "?" + query.urlencode()
+
+
+@register.filter
+def when(value, fmt: str = timefmt.DEFAULT_FORMAT):
+    """Every displayed datetime: ``{{ t|when }}`` or ``{{ t|when:"Y-m-d" }}``, in the reader's zone, UTC on hover."""
+    return timefmt.render_time(value, fmt)
+
+
+@register.filter
+def duration(value) -> str:
+    """A timedelta or seconds as "45 s", "12 min", "3 h 20 min", "31 h", "2 d 4 h"."""
+    return timefmt.human_duration(value)

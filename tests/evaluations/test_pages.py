@@ -119,7 +119,8 @@ def test_run_page_shows_metrics_and_paginated_outputs_then_purged(viewer, canary
     big = viewer.get(f"/rollouts/{canary.slug}/runs/big/").content.decode()
     assert big.count('class="border rounded p-2 mb-2 output"') == 20 and "Page 1 of 3" in big
     EvaluationRun.objects.filter(pk=r.pk).update(outputs_purged_at=dt.datetime(2026, 3, 4, tzinfo=dt.UTC))
-    assert "Outputs purged on 2026-03-04" in viewer.get(url).content.decode()
+    purged = 'Outputs purged on <time datetime="2026-03-04T00:00:00Z" title="2026-03-04 00:00:00 UTC">2026-03-04</time>'
+    assert purged in viewer.get(url).content.decode()
     assert viewer.get(f"/rollouts/other/runs/{r.run_id}/").status_code == 404
 
 
