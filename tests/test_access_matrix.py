@@ -194,6 +194,11 @@ api:rollout-deltas             GET  401    401    401    401    401    401    40
 api:rollout-deltas             POST 401    401    401    401    401    401    401    401   | 403    405    403    401
 api:rollout                    GET  401    401    401    401    401    401    401    401   | 403    200    403    401
 api:rollout                    POST 401    401    401    401    401    401    401    401   | 403    405    403    401
+# The import endpoints with a body that is no log (the matrix posts JSON): the ingest token reaches the importer.
+api:import-inspect             GET  401    401    401    401    401    401    401    401   | 405    403    403    401
+api:import-inspect             POST 401    401    401    401    401    401    401    401   | 422    403    403    401
+api:import-promptfoo           GET  401    401    401    401    401    401    401    401   | 405    403    403    401
+api:import-promptfoo           POST 401    401    401    401    401    401    401    401   | 422    403    403    401
 """
 
 # The integrations of issue 12 outside /api/v1/: the OpenFeature Remote Evaluation Protocol (flags scope) and the
