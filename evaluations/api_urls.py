@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny, IsAuthenticated
 
-from . import api
+from . import api, api_imports
 from .authentication import BearerTokenAuthentication
 
 # The schema is read by people (through the docs pages, logged in) and by tools (with any token).
@@ -42,4 +42,6 @@ urlpatterns = [
     path("rollouts/", api.RolloutListView.as_view(), name="rollouts"),
     path("rollouts/<slug:slug>/flags/", api.RolloutFlagsView.as_view(), name="rollout-flags"),
     path("rollouts/<slug:slug>/deltas/", api.RolloutDeltasView.as_view(), name="rollout-deltas"),
+    path("imports/inspect/", api_imports.InspectImportView.as_view(), name="import-inspect"),
+    path("imports/promptfoo/", api_imports.PromptfooImportView.as_view(), name="import-promptfoo"),
 ]

@@ -89,3 +89,20 @@ class InvalidParameter(DomainError):
     code = "invalid-parameter"
     status = 400
     title = "A parameter cannot be read"
+
+
+class ImportRefused(ProblemWithFields):
+    """An Inspect log or promptfoo results file that cannot become runs: not such a file, a log that errored or
+    was cancelled, or one lacking what the mapping needs (``errors`` points into the file where it can)."""
+
+    code = "import-refused"
+    status = 422
+    title = "The file cannot be imported"
+
+
+class ImporterUnavailable(DomainError):
+    """The reader an import needs is not installed (``inspect-ai`` for Inspect logs)."""
+
+    code = "importer-unavailable"
+    status = 501
+    title = "The reader for this file is not installed"

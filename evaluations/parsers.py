@@ -26,3 +26,24 @@ class BoundaryJSONParser(parsers.JSONParser):
             if exc.code == "json-too-deep":
                 raise JsonTooDeep(exc.message) from exc
             raise ParseError(exc.message) from exc
+
+
+class _RawFileParser(parsers.BaseParser):
+    """The body as bytes, for the import endpoints: the file a tool wrote (read by the tool's own reader)."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> bytes:
+        return stream.read() if stream is not None else b""
+
+
+class ZipFileParser(_RawFileParser):
+    media_type = "application/zip"
+
+
+class OctetStreamParser(_RawFileParser):
+    media_type = "application/octet-stream"
+
+
+class JSONFileParser(_RawFileParser):
+    """A JSON file taken as it is (an Inspect ``--log-format json`` log); its reader parses it."""
+
+    media_type = "application/json"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from django.db.models import F
 from django.dispatch import receiver
 
 from rollout.history import save_tracked
-from rollout.signals import rollout_created, rollout_panels
+from rollout.signals import rollout_created, rollout_panels, status_facts
 
-from .models import DEFAULT_SUCCESS_CRITERIA, SuccessCriterion
+from .models import DEFAULT_SUCCESS_CRITERIA, SuccessCriterion, TriggerFiring
 
 
 @receiver(rollout_created, dispatch_uid="evaluations.default_success_criteria")
@@ -27,3 +28,20 @@ def trigger_panel(sender, request, rollout, **kwargs) -> dict:
     from .selectors import trigger_panel as build
 
     return {"template": "evaluations/_panel_triggers.html", **build(rollout).__dict__}
+
+
+@receiver(status_facts, dispatch_uid="evaluations.status_fired_triggers")
+def fired_triggers(sender, rollout, **kwargs) -> dict:
+    """Triggers that fired in their phase's current activity period (until the phase is re-entered). One query."""
+    firings = (
+        TriggerFiring.objects.filter(rollout=rollout, fired_at__gte=F("phase__entered_at"))
+        .select_related("phase")
+        .order_by("fired_at", "id")
+    )
+    return {
+        "problems": [
+            f"{f.get_trigger_display()} trigger fired in {f.phase.get_kind_display()} "
+            f"at {f.fired_at:%Y-%m-%d %H:%M} UTC"
+            for f in firings
+        ]
+    }

@@ -16,9 +16,8 @@ from rest_framework.response import Response
 from evaluations.api import ApiView, PhaseOutSerializer, problem_responses
 from evaluations.selectors import ga_gate, trigger_statuses
 from rollout.models import PhaseStatus, Rollout
-from rollout.services import next_target
 
-from .selectors import gates_for
+from .selectors import gates_for, next_step
 
 GateSerializer = inline_serializer(
     "Gate",
@@ -40,6 +39,10 @@ class RolloutDetailSerializer(serializers.Serializer):
     phases = PhaseOutSerializer(many=True)
     next_step = serializers.CharField(
         allow_null=True, help_text="The one transition the rollout can be asked to make next (or null)."
+    )
+    next_step_kind = serializers.ChoiceField(
+        choices=["advance", "reentry"],
+        help_text="advance: into the next phase; reentry: after a rollback, back into the rolled-back phase.",
     )
     gates = GateSerializer
     gates_pass = serializers.BooleanField(help_text="Every automated gate of the next step passes.")
@@ -74,8 +77,8 @@ class RolloutDetailView(ApiView):
         rollout = get_object_or_404(Rollout, slug=slug)
         phases = list(rollout.phases.all())
         current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
-        target = next_target(rollout, current)
-        gates = gates_for(rollout, target) if target else []
+        target, kind = next_step(rollout, current)
+        gates = gates_for(rollout, target, kind=kind) if target else []
         ga = ga_gate(rollout)
         data = {
             "slug": rollout.slug,
@@ -84,6 +87,7 @@ class RolloutDetailView(ApiView):
             "current_phase": current.kind if current else None,
             "phases": phases,
             "next_step": target,
+            "next_step_kind": kind,
             "gates": [{"key": g.key, "label": g.label, "passed": g.passed, "detail": g.detail} for g in gates],
             "gates_pass": bool(gates) and all(g.passed for g in gates),
             "ga_gate": {"required": ga.required, "streak": ga.streak, "passed": ga.passed},

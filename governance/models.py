@@ -144,6 +144,11 @@ class RequestStatus(models.TextChoices):
     WITHDRAWN = "withdrawn", "Withdrawn"
 
 
+class RequestKind(models.TextChoices):
+    ADVANCE = "advance", "Move on"
+    REENTRY = "reentry", "Re-entry"
+
+
 # Statuses in which a request still blocks another one for the same rollout.
 PENDING_STATUSES: tuple[str, ...] = (RequestStatus.OPEN, RequestStatus.APPROVED)
 
@@ -152,6 +157,8 @@ class TransitionRequest(models.Model):
     """A rollout-admin's request to move a rollout one step, decided by the approving roles."""
 
     rollout = models.ForeignKey(Rollout, on_delete=models.PROTECT, related_name="transition_requests")
+    # advance: from the active phase into the next; reentry: back into the phase a rollback left (from = target).
+    kind = models.CharField(max_length=10, choices=RequestKind.choices, default=RequestKind.ADVANCE)
     from_phase = models.CharField(max_length=30, choices=PhaseKind.choices)
     target = models.CharField(max_length=30, choices=TransitionTarget.choices)
     status = models.CharField(max_length=10, choices=RequestStatus.choices, default=RequestStatus.OPEN)
@@ -180,6 +187,11 @@ class TransitionRequest(models.Model):
             ),
             models.CheckConstraint(condition=Q(status__in=RequestStatus.values), name="transition_status_valid"),
             models.CheckConstraint(condition=Q(target__in=TransitionTarget.values), name="transition_target_valid"),
+            models.CheckConstraint(condition=Q(kind__in=RequestKind.values), name="transition_kind_valid"),
+            models.CheckConstraint(
+                condition=~Q(kind=RequestKind.REENTRY) | (Q(from_phase=F("target")) & ~Q(target=TARGET_COMPLETED)),
+                name="transition_reentry_same_phase",
+            ),
             models.CheckConstraint(
                 condition=~Q(status=RequestStatus.APPLIED) | Q(closed_at__isnull=False),
                 name="transition_applied_has_time",
@@ -188,7 +200,7 @@ class TransitionRequest(models.Model):
         indexes = [models.Index(fields=["rollout", "status"], name="transition_rollout_status")]
 
     def __str__(self) -> str:
-        return f"Request #{self.pk}: {self.rollout} into {self.get_target_display()}"
+        return f"Request #{self.pk}: {self.rollout} {self.step_label}"
 
     def get_absolute_url(self) -> str:
         return reverse("governance:transition", args=[self.rollout.slug, self.pk])
@@ -196,6 +208,15 @@ class TransitionRequest(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.status in PENDING_STATUSES
+
+    @property
+    def is_reentry(self) -> bool:
+        return self.kind == RequestKind.REENTRY
+
+    @property
+    def step_label(self) -> str:
+        """ "re-entry into Canary (internal QA)" or "into Limited beta"."""
+        return f"{'re-entry ' if self.is_reentry else ''}into {self.get_target_display()}"
 
 
 class TransitionApproval(models.Model):

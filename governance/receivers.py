@@ -25,6 +25,7 @@ from rollout.signals import (
     rollback_recorded,
     rollout_panels,
     rollout_rolled_back,
+    status_facts,
 )
 
 from . import denials, jobs, ledger, records, selectors, services
@@ -260,3 +261,10 @@ def task_context_end(sender=None, task_id=None, **kwargs) -> None:
     stack = _task_contexts.pop(task_id, None)
     if stack is not None:
         stack.close()
+
+
+@receiver(status_facts, dispatch_uid="governance.status_next_step")
+def status_next_step(sender, rollout, **kwargs) -> dict | None:
+    """The status page's next step: the request in flight, or after a rollback the re-entry to request."""
+    step = selectors.status_next_step(rollout)
+    return {"next_step": step} if step else None

@@ -37,7 +37,7 @@ from rollout.models import (
     RolloutStatus,
 )
 from rollout.roles import LEAD_ROLES, Role, user_roles
-from rollout.services import PLAN_FIELDS, next_target
+from rollout.services import PLAN_FIELDS, next_target, reentry_target
 
 from . import jobs, retention
 from .ledger import canonical_json
@@ -56,6 +56,7 @@ from .models import (
     PlanSignOff,
     ProcessingRecord,
     RecordChange,
+    RequestKind,
     RequestStatus,
     RetentionReceipt,
     ScheduledReview,
@@ -73,6 +74,21 @@ OPEN_ROLLOUT_STATUSES = (RolloutStatus.DRAFT, RolloutStatus.IN_PROGRESS, Rollout
 
 def target_label(target: str) -> str:
     return dict(TransitionTarget.choices).get(target, target)
+
+
+def step_label(target: str, kind: str = RequestKind.ADVANCE) -> str:
+    """How a step reads in a sentence: "move into Limited beta" or "re-entry into Canary (internal QA)"."""
+    return f"{'re-entry' if kind == RequestKind.REENTRY else 'move'} into {target_label(target)}"
+
+
+def next_step(rollout: Rollout, current: Phase | None) -> tuple[str | None, str]:
+    """The one step a rollout can be asked to make next, and its kind: the next phase (advance), or, after a
+    rollback, back into the rolled-back phase (reentry)."""
+    target = next_target(rollout, current)
+    if target is not None:
+        return target, RequestKind.ADVANCE
+    again = reentry_target(rollout)
+    return (again, RequestKind.REENTRY) if again else (None, RequestKind.ADVANCE)
 
 
 # --- The plan and its version ------------------------------------------------------------
@@ -244,13 +260,81 @@ def _hours(delta: dt.timedelta) -> int:
     return int(delta.total_seconds() // 3600)
 
 
+def _sign_off_gate(rollout: Rollout, sign_offs: SignOffState | None) -> Gate:
+    state = sign_offs or sign_off_state(rollout, superseded_limit=0)
+    approved, rejected = state.approved_roles, state.rejected_roles
+    detail = f"plan signed {len(approved)}/{len(LEAD_ROLE_VALUES)} (version {state.plan_hash[:12]})"
+    missing = [ROLE_LABELS[r] for r in LEAD_ROLE_VALUES if r not in approved]
+    if rejected:
+        detail += "; rejected by " + ", ".join(ROLE_LABELS[r] for r in rejected)
+    elif missing:
+        detail += "; waiting for " + ", ".join(missing)
+    return Gate("sign_off", "Plan signed off by all four leads", len(approved) == len(LEAD_ROLE_VALUES), detail)
+
+
+def reentry_gates(rollout: Rollout, target: str, *, sign_offs: SignOffState | None = None) -> list[Gate]:
+    """The gates of a re-entry into the rolled-back phase ``target`` (issue 9, seam 3): the rollout is rolled back
+    out of that phase, its rollback incident is closed with a published retrospective, and the four leads signed
+    the plan at its current version. Four queries (plus the sign-offs when not given)."""
+    again = reentry_target(rollout)
+    gates = [
+        Gate(
+            "state",
+            "Rollout state",
+            again == target,
+            f"{rollout.get_status_display()}; "
+            + (f"{target_label(again)} was rolled back" if again else "no rolled-back phase to re-enter"),
+        )
+    ]
+    incidents = list(
+        Incident.objects.filter(rollout=rollout)
+        .select_related("retrospective")
+        .order_by("-opened_at", "-id")
+        .only("pk", "status", "closed_at", "phase__kind", "retrospective__published_at", "rollout_id")
+        .select_related("phase")[:20]
+    )
+    open_incidents = [i for i in incidents if i.status == IncidentStatus.OPEN]
+    rollback = next((i for i in incidents if i.phase and i.phase.kind == target), None)
+    if open_incidents:
+        detail = ", ".join(f"incident #{i.pk} open" for i in open_incidents)
+    elif rollback:
+        detail = f"incident #{rollback.pk} closed {rollback.closed_at:%Y-%m-%d %H:%M} UTC"
+    else:
+        detail = "no rollback incident"
+    gates.append(
+        Gate("incident_closed", "Rollback incident closed", rollback is not None and not open_incidents, detail)
+    )
+    retro = rollback.retrospective if rollback else None
+    published = retro is not None and retro.published_at is not None
+    gates.append(
+        Gate(
+            "retrospective",
+            "Retrospective published",
+            published,
+            f"retrospective published {retro.published_at:%Y-%m-%d %H:%M} UTC"
+            if published
+            else "no retrospective yet (it is written when the incident is closed)",
+        )
+    )
+    gates.append(_sign_off_gate(rollout, sign_offs))
+    return gates
+
+
 def gates_for(
-    rollout: Rollout, target: str, *, now: dt.datetime | None = None, sign_offs: SignOffState | None = None
+    rollout: Rollout,
+    target: str,
+    *,
+    now: dt.datetime | None = None,
+    sign_offs: SignOffState | None = None,
+    kind: str = RequestKind.ADVANCE,
 ) -> list[Gate]:
     """Design section 3's automated gates into ``target``, each with pass/fail and why.
 
-    ``sign_offs`` saves reading them again when the caller already has them.
+    ``sign_offs`` saves reading them again when the caller already has them. A re-entry after a
+    rollback has gates of its own (``reentry_gates``).
     """
+    if kind == RequestKind.REENTRY:
+        return reentry_gates(rollout, target, sign_offs=sign_offs)
     now = now or timezone.now()
     phases = {p.kind: p for p in Phase.objects.filter(rollout=rollout)}
     current = next((p for p in phases.values() if p.status == PhaseStatus.ACTIVE), None)
@@ -279,17 +363,7 @@ def gates_for(
             )
         )
     if target == TransitionTarget.CANARY:
-        state = sign_offs or sign_off_state(rollout, superseded_limit=0)
-        approved, rejected = state.approved_roles, state.rejected_roles
-        detail = f"plan signed {len(approved)}/{len(LEAD_ROLE_VALUES)} (version {state.plan_hash[:12]})"
-        missing = [ROLE_LABELS[r] for r in LEAD_ROLE_VALUES if r not in approved]
-        if rejected:
-            detail += "; rejected by " + ", ".join(ROLE_LABELS[r] for r in rejected)
-        elif missing:
-            detail += "; waiting for " + ", ".join(missing)
-        gates.append(
-            Gate("sign_off", "Plan signed off by all four leads", len(approved) == len(LEAD_ROLE_VALUES), detail)
-        )
+        gates.append(_sign_off_gate(rollout, sign_offs))
     if target in (TransitionTarget.LIMITED_BETA, TransitionTarget.GENERAL_AVAILABILITY):
         canary = phases.get(PhaseKind.CANARY)
         since = canary.entered_at if canary and canary.entered_at else None
@@ -415,7 +489,7 @@ def transition_view(
         voided=[a for a in approvals if a.voided_at is not None],
     )
     if with_gates and request.is_pending:
-        view.gates = gates_for(request.rollout, request.target, sign_offs=sign_offs)
+        view.gates = gates_for(request.rollout, request.target, sign_offs=sign_offs, kind=request.kind)
     return view
 
 
@@ -534,10 +608,20 @@ class RolloutGovernance:
     next_gates: list[Gate]
     config: dict[str, tuple[str, ...]]
     request_count: int
+    next_kind: str = RequestKind.ADVANCE
 
     @property
     def next_target_label(self) -> str | None:
         return target_label(self.next_target) if self.next_target else None
+
+    @property
+    def is_reentry(self) -> bool:
+        return self.next_kind == RequestKind.REENTRY
+
+    @property
+    def next_step_label(self) -> str | None:
+        """ "move into Limited beta" or "re-entry into Canary (internal QA)"."""
+        return step_label(self.next_target, self.next_kind) if self.next_target else None
 
     @property
     def config_rows(self) -> list[tuple[str, str, list[str]]]:
@@ -547,7 +631,7 @@ class RolloutGovernance:
 def rollout_governance(rollout: Rollout) -> RolloutGovernance:
     state = sign_off_state(rollout)
     current = rollout.phases.filter(status=PhaseStatus.ACTIVE).first()
-    target = next_target(rollout, current)
+    target, kind = next_step(rollout, current)
     config = approver_config(rollout)
     pending = pending_request(rollout)
     view = transition_view(pending, config=config, sign_offs=state) if pending else None
@@ -555,11 +639,36 @@ def rollout_governance(rollout: Rollout) -> RolloutGovernance:
         rollout=rollout,
         sign_offs=state,
         next_target=target,
+        next_kind=kind,
         pending=view,
-        next_gates=view.gates if view else (gates_for(rollout, target, sign_offs=state) if target else []),
+        next_gates=view.gates if view else (gates_for(rollout, target, sign_offs=state, kind=kind) if target else []),
         config=config,
         request_count=TransitionRequest.objects.filter(rollout=rollout).count(),
     )
+
+
+def status_next_step(rollout: Rollout) -> dict[str, str] | None:
+    """For the live status page: the pending request (and its state), or after a rollback the re-entry into the
+    rolled-back phase that a rollout admin requests once the incident is closed. Three queries at most."""
+    pending = pending_request(rollout)
+    if pending is not None:
+        label = f"{'Re-entry into ' if pending.is_reentry else ''}{pending.get_target_display()}"
+        return {
+            "label": label,
+            "detail": f"request #{pending.pk} {pending.get_status_display().lower()}",
+            "url": pending.get_absolute_url(),
+        }
+    again = reentry_target(rollout)
+    if again is None:
+        return None
+    waiting = rollout.incidents.filter(status=IncidentStatus.OPEN).exists()
+    return {
+        "label": f"Re-entry into {target_label(again)}",
+        "detail": "to be requested once the incident is closed with its retrospective"
+        if waiting
+        else "ready to be requested by a rollout admin",
+        "url": "",
+    }
 
 
 # --- "My work" ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from rollout.errors import InvalidTransition
 from rollout.history import actor_name, delete_tracked, save_tracked
 from rollout.models import Rollout
 from rollout.roles import has_role, require_perm
-from rollout.services import active_phase, next_target, rollout_advance
+from rollout.services import active_phase, rollout_advance, rollout_resume
 
 from . import ledger, manifest
 from .errors import (
@@ -49,6 +49,7 @@ from .models import (
     AuditEvent,
     Decision,
     PlanSignOff,
+    RequestKind,
     RequestStatus,
     TransitionApproval,
     TransitionRequest,
@@ -62,9 +63,11 @@ from .selectors import (
     audit_events,
     failed,
     gates_for,
+    next_step,
     plan_hash,
     request_version,
     short_version,
+    step_label,
     target_label,
 )
 
@@ -191,16 +194,18 @@ def transition_request_create(
         raise CommentRequired("A transition request needs a justification.", field="justification")
     rollout = _lock(rollout.pk)
     current = active_phase(rollout)
-    expected = next_target(rollout, current)
+    expected, kind = next_step(rollout, current)
     if expected is None:
         raise InvalidTransition(f"A {rollout.get_status_display().lower()} rollout has no next step to request.")
     if target is not None and target != expected:
-        raise InvalidTransition(f"The next step is {target_label(expected)}, not {target_label(target)}.")
+        raise InvalidTransition(f"The next step is the {step_label(expected, kind)}, not {target_label(target)}.")
     if TransitionRequest.objects.filter(rollout=rollout, status__in=PENDING_STATUSES).exists():
         raise RequestAlreadyOpen("This rollout already has an open transition request: decide or withdraw it first.")
     request = TransitionRequest(
         rollout=rollout,
-        from_phase=current.kind,
+        kind=kind,
+        # A re-entry goes back into the phase it leaves from: the one rolled back.
+        from_phase=current.kind if current else expected,
         target=expected,
         justification=justification.strip(),
         requested_by=actor,
@@ -318,17 +323,15 @@ def transition_apply(
     if request.status != RequestStatus.APPROVED or missing:
         raise RequestNotApproved("Still waiting for: " + (", ".join(missing) or "approvals") + ".")
     now = _when(now)
-    gates = failed(gates_for(rollout, request.target, now=now))
+    gates = failed(gates_for(rollout, request.target, now=now, kind=request.kind))
     if gates:
         raise GateNotMet("Gates not met: " + "; ".join(f"{g.label} ({g.detail})" for g in gates) + ".", gates=gates)
     note = reason.strip() or f"Applied request #{request.pk}"
-    rollout_advance(
-        rollout=rollout,
-        to=request.target,
-        actor=actor,
-        reason=f"Transition request #{request.pk} into {target_label(request.target)}: {request.justification}",
-        now=now,
-    )
+    why = f"Transition request #{request.pk}, {step_label(request.target, request.kind)}: {request.justification}"
+    if request.kind == RequestKind.REENTRY:
+        rollout_resume(rollout=rollout, actor=actor, reason=why, now=now)
+    else:
+        rollout_advance(rollout=rollout, to=request.target, actor=actor, reason=why, now=now)
     request.status = RequestStatus.APPLIED
     request.closed_at, request.closed_by_name, request.close_reason = now, actor_name(actor), note
     return save_tracked(request, action="transition.apply", actor=actor, reason=note)

@@ -25,6 +25,7 @@ from .models import (
     IncidentStep,
     Phase,
     PhaseFeedback,
+    PhasePeriod,
     PhaseStatus,
     Rollout,
     RolloutStatus,
@@ -32,6 +33,7 @@ from .models import (
     WebhookDelivery,
 )
 from .services import TARGET_COMPLETED, next_target
+from .signals import status_facts
 
 
 def rollout_list() -> QuerySet[Rollout]:
@@ -89,6 +91,7 @@ class RolloutDetail:
     open_incidents: list[Incident]
     escalation: list[EscalationContact]
     history: list[dict[str, Any]] = field(default_factory=list)
+    reentry_phase: Phase | None = None  # after a rollback: the phase a re-entry request would go back into
 
     @property
     def readiness_done(self) -> int:
@@ -159,8 +162,12 @@ def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
 
 def rollout_detail(slug: str) -> RolloutDetail:
     rollout = get_object_or_404(Rollout.objects.select_related("owner"), slug=slug)
-    phases = list(rollout.phases.all())
+    # Each phase with its activity periods (the timeline shows every entry, re-entries included).
+    phases = list(
+        rollout.phases.prefetch_related(Prefetch("periods", queryset=PhasePeriod.objects.order_by("ordinal")))
+    )
     current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
+    rolled_back = next((p for p in reversed(phases) if p.status == PhaseStatus.ROLLED_BACK), None)
     items = list(rollout.checklist_items.select_related("completed_by"))
     cohorts = list(rollout.cohorts.annotate(member_count=Count("memberships")))
     flags = list(rollout.flags.all())
@@ -170,6 +177,7 @@ def rollout_detail(slug: str) -> RolloutDetail:
         phases=phases,
         current_phase=current,
         next_target=next_target(rollout, current),
+        reentry_phase=rolled_back if rollout.status == RolloutStatus.ROLLED_BACK else None,
         readiness=[i for i in items if i.kind == ChecklistKind.READINESS],
         exit_criteria=[i for i in items if i.kind == ChecklistKind.EXIT],
         cohorts=cohorts,
@@ -184,25 +192,88 @@ def rollout_detail(slug: str) -> RolloutDetail:
 
 
 @dataclass
+class NextStep:
+    label: str
+    detail: str = ""
+    url: str = ""
+
+
+@dataclass
 class StatusPage:
+    """The playbook's live status page: health, where the rollout is and what comes next."""
+
     rollout: Rollout
     phases: list[Phase]
     current_phase: Phase | None
     next_phase: Phase | None
     open_incidents: list[Incident]
     status_updates: list[Communication]
+    kill_switch_on: int = 0
+    member_count: int = 0
+    rolled_back_phase: Phase | None = None
+    problems: list[str] = field(default_factory=list)  # from the upper apps (fired triggers)
+    next_step: NextStep | None = None
+
+    @property
+    def health_reasons(self) -> list[str]:
+        """Why the rollout is not healthy, most serious first; empty when it is."""
+        reasons = []
+        if self.rollout.status == RolloutStatus.ROLLED_BACK:
+            where = self.rolled_back_phase.get_kind_display() if self.rolled_back_phase else "the rollout"
+            reasons.append(f"Rolled back out of {where}")
+        if self.open_incidents:
+            n = len(self.open_incidents)
+            reasons.append(f"{n} open incident{'s' if n != 1 else ''}")
+        if self.kill_switch_on:
+            reasons.append(
+                f"Kill switch on: agent_v1_fallback for {self.kill_switch_on} of {self.member_count} tenants"
+            )
+        return reasons + self.problems
+
+    @property
+    def health(self) -> str:
+        """ "ok", "incident" (rolled back or an open incident) or "degraded" (kill switch on, a trigger fired)."""
+        if self.rollout.status == RolloutStatus.ROLLED_BACK or self.open_incidents:
+            return "incident"
+        return "degraded" if self.health_reasons else "ok"
 
     @property
     def healthy(self) -> bool:
-        return not self.open_incidents and self.rollout.status != RolloutStatus.ROLLED_BACK
+        return self.health == "ok"
+
+    @property
+    def health_label(self) -> str:
+        if self.health == "ok":
+            return "Healthy"
+        if self.rollout.status == RolloutStatus.ROLLED_BACK:
+            return "Rolled back"
+        if self.open_incidents:
+            n = len(self.open_incidents)
+            return f"{n} open incident{'s' if n != 1 else ''}"
+        return "Degraded"
 
 
 def status_page(slug: str) -> StatusPage:
+    """Six queries, plus those of the ``status_facts`` receivers (a fixed number each)."""
     rollout = get_object_or_404(Rollout.objects.select_related("owner"), slug=slug)
     phases = list(rollout.phases.all())
     current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
     pending = [p for p in phases if p.status == PhaseStatus.PENDING]
-    return StatusPage(
+    rolled_back = next((p for p in reversed(phases) if p.status == PhaseStatus.ROLLED_BACK), None)
+    members = CohortMembership.objects.filter(rollout=rollout)
+    counts = members.aggregate(
+        members=Count("tenant", distinct=True),
+        fallback=Count(
+            "tenant",
+            distinct=True,
+            filter=Q(
+                tenant__flag_exposures__flag__rollout=rollout,
+                tenant__flag_exposures__flag__key=FlagKey.AGENT_V1_FALLBACK,
+                tenant__flag_exposures__enabled=True,
+            ),
+        ),
+    )
+    page = StatusPage(
         rollout=rollout,
         phases=phases,
         current_phase=current,
@@ -213,7 +284,18 @@ def status_page(slug: str) -> StatusPage:
             .select_related("author")
             .order_by("-published_at")[:5]
         ),
+        kill_switch_on=counts["fallback"],
+        member_count=counts["members"],
+        rolled_back_phase=rolled_back if rollout.status == RolloutStatus.ROLLED_BACK else None,
     )
+    for _receiver, facts in status_facts.send(sender=Rollout, rollout=rollout):
+        if facts:
+            page.problems.extend(facts.get("problems", []))
+            if facts.get("next_step"):
+                page.next_step = NextStep(**facts["next_step"])
+    if page.next_step is None and page.rolled_back_phase is not None:
+        page.next_step = NextStep(label=f"Re-entry into {page.rolled_back_phase.get_kind_display()}")
+    return page
 
 
 def phase_detail(slug: str, kind: str) -> tuple[Phase, QuerySet[PhaseFeedback]]:

@@ -187,16 +187,33 @@ def rollout_advance(
     return new_phase
 
 
+def reentry_target(rollout: Rollout) -> str | None:
+    """The phase a rolled-back rollout can be asked to re-enter (the one rolled back), or None."""
+    if rollout.status != RolloutStatus.ROLLED_BACK:
+        return None
+    return (
+        rollout.phases.filter(status=PhaseStatus.ROLLED_BACK).order_by("-order").values_list("kind", flat=True).first()
+    )
+
+
 @transaction.atomic
-def rollout_resume(*, rollout: Rollout, actor: Any, reason: str) -> Phase:
-    """Re-enter the phase that was rolled back, once the cause is fixed."""
+def rollout_resume(*, rollout: Rollout, actor: Any, reason: str, now: dt.datetime | None = None) -> Phase:
+    """Re-enter the phase that was rolled back, once the cause is fixed: a new activity period of it.
+
+    The governance app calls this when an approved re-entry request is applied (its gates: incident closed,
+    retrospective published, plan signed off). The multi-agent flags return for the phase's cohorts and
+    ``agent_v1_fallback`` goes off; streaks, the soak and the GA gate count from the new entry.
+    """
     rollout = _locked_rollout(rollout)
     if rollout.status != RolloutStatus.ROLLED_BACK:
         raise InvalidTransition("Only a rolled-back rollout can be resumed.")
     phase = rollout.phases.filter(status=PhaseStatus.ROLLED_BACK).order_by("-order").first()
     if phase is None:
         raise InvalidTransition("This rollout has no rolled-back phase to re-enter.")
-    _set_phase_status(phase, PhaseStatus.ACTIVE, actor=actor, reason=reason, now=timezone.now())
+    now = _moment(now, None)
+    if phase.exited_at is not None and now < phase.exited_at:
+        raise InvalidTransition("A re-entry cannot be dated before the rollback.")
+    _set_phase_status(phase, PhaseStatus.ACTIVE, actor=actor, reason=reason, now=now)
     _set_rollout_status(rollout, RolloutStatus.IN_PROGRESS, actor=actor, reason=reason)
     _set_fallback(rollout, tenants=_member_tenants(rollout), on=False, actor=actor, reason=reason)
     _sync_exposures(rollout, phase_kind=phase.kind, actor=actor, reason=reason)

@@ -21,3 +21,6 @@ access_denied = django.dispatch.Signal()  # request, reason, status, code
 # Page extension points: receivers return {"template": name, **context} or None.
 home_panels = django.dispatch.Signal()  # request
 rollout_panels = django.dispatch.Signal()  # request, rollout
+# The live status page asks the upper apps what they know: receivers return {"problems": [str, ...]} (health
+# problems, e.g. a fired trigger) and/or {"next_step": {"label", "detail", "url"}} (the request in flight), or None.
+status_facts = django.dispatch.Signal()  # rollout

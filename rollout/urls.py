@@ -11,6 +11,7 @@ urlpatterns = [
     path("rollouts/new/", views.rollout_create, name="create"),
     path("rollouts/<slug:slug>/", views.rollout_detail, name="detail"),
     path("rollouts/<slug:slug>/status/", views.rollout_status, name="status"),
+    path("rollouts/<slug:slug>/status/live/", views.rollout_status_live, name="status_live"),
     path("rollouts/<slug:slug>/plan/", views.plan_edit, name="plan_edit"),
     path("rollouts/<slug:slug>/escalation/", views.escalation_edit, name="escalation_edit"),
     path("rollouts/<slug:slug>/cohorts/<int:pk>/", views.cohort_edit, name="cohort_edit"),

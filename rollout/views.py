@@ -112,9 +112,22 @@ def rollout_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "rollout/rollout_detail.html", {"d": detail, "rollout": detail.rollout, "panels": panels})
 
 
+STATUS_REFRESH_SECONDS = 30
+
+
 @require_safe
 def rollout_status(request: HttpRequest, slug: str) -> HttpResponse:
-    return render(request, "rollout/status.html", {"s": selectors.status_page(slug)})
+    return render(
+        request, "rollout/status.html", {"s": selectors.status_page(slug), "refresh_seconds": STATUS_REFRESH_SECONDS}
+    )
+
+
+@require_safe
+def rollout_status_live(request: HttpRequest, slug: str) -> HttpResponse:
+    """The live part of the status page alone, for ``static/js/status-refresh.js`` to swap in."""
+    response = render(request, "rollout/_status_live.html", {"s": selectors.status_page(slug)})
+    response["X-Status-Fragment"] = "1"
+    return response
 
 
 def phase_detail(request: HttpRequest, slug: str, kind: str) -> HttpResponse:

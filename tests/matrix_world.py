@@ -65,6 +65,7 @@ class World:
             "evaluations:criteria": {"slug": slug},
             "rollout:detail": {"slug": slug},
             "rollout:status": {"slug": slug},
+            "rollout:status_live": {"slug": slug},
             "rollout:plan_edit": {"slug": slug},
             "rollout:escalation_edit": {"slug": slug},
             "rollout:cohort_edit": {"slug": slug, "pk": self.rollout.cohorts.order_by("pk").first().pk},

@@ -82,6 +82,8 @@ rollout:detail                 GET  login  200    200    200    200    200    20
 rollout:detail                 POST login  405    405    405    405    405    405    405   | login
 rollout:status                 GET  login  200    200    200    200    200    200    200   | login
 rollout:status                 POST login  405    405    405    405    405    405    405   | login
+rollout:status_live            GET  login  200    200    200    200    200    200    200   | login
+rollout:status_live            POST login  405    405    405    405    405    405    405   | login
 rollout:plan_edit              GET  login  200    403    403    403    403    403    403   | login
 rollout:plan_edit              POST login  302+   403    403    403    403    403    403   | login
 rollout:escalation_edit        GET  login  200    403    403    403    403    403    403   | login
@@ -192,6 +194,11 @@ api:rollout-deltas             GET  401    401    401    401    401    401    40
 api:rollout-deltas             POST 401    401    401    401    401    401    401    401   | 403    405    403    401
 api:rollout                    GET  401    401    401    401    401    401    401    401   | 403    200    403    401
 api:rollout                    POST 401    401    401    401    401    401    401    401   | 403    405    403    401
+# The import endpoints with a body that is no log (the matrix posts JSON): the ingest token reaches the importer.
+api:import-inspect             GET  401    401    401    401    401    401    401    401   | 405    403    403    401
+api:import-inspect             POST 401    401    401    401    401    401    401    401   | 422    403    403    401
+api:import-promptfoo           GET  401    401    401    401    401    401    401    401   | 405    403    403    401
+api:import-promptfoo           POST 401    401    401    401    401    401    401    401   | 422    403    403    401
 """
 
 # The integrations of issue 12 outside /api/v1/: the OpenFeature Remote Evaluation Protocol (flags scope) and the

@@ -31,6 +31,15 @@ def canary(rollout, admin):
     return advance_to(rollout, "canary", admin, at=timezone.now() - dt.timedelta(days=CANARY_ENTERED_DAYS_AGO))
 
 
+@pytest.fixture
+def live_canary(canary):
+    """The canary, active since a day ago: files a tool wrote earlier in the session end inside its activity."""
+    from tests.evaluations.import_tools import backdate_phase
+
+    backdate_phase(canary, "canary")
+    return canary
+
+
 def run(rollout_slug: str, *, phase: str = "canary", arm: str = "candidate", **overrides: Any) -> dict[str, Any]:
     """A valid run object as the harness sends it; ``finished_at`` defaults to now (inside the period of a phase
     entered before the call)."""

@@ -12,16 +12,28 @@ lookup (an unknown rollout is a documented 404). Items for that rollout are
 made to fit its active phase: the canary, entered at ``RGD_SCHEMATHESIS_SINCE``,
 with the end time inside that activity period and the cohort one the canary
 exposes (a run or interval outside its phase's period is a documented 422).
+
+The import endpoints take a file a tool wrote: no schema can describe a valid Inspect log or promptfoo
+results file, so every generated body would be a (documented) 422. For positive cases the hooks send a real
+file instead, made by the tool in the test (``RGD_SCHEMATHESIS_INSPECT_LOG``, ``RGD_SCHEMATHESIS_PROMPTFOO``),
+so ``positive_data_acceptance`` sees it imported (201, then duplicates); the parameters it needs are pinned in
+the test's config, and negative cases stay generated.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 
 import schemathesis
 
 ROLLOUT = os.environ.get("RGD_SCHEMATHESIS_ROLLOUT", "")
+# An Inspect .eval log is a zip: sent as the bytes it is, like application/octet-stream.
+schemathesis.serializer.alias("application/zip", "application/octet-stream")
+
+INSPECT_LOG = os.environ.get("RGD_SCHEMATHESIS_INSPECT_LOG", "")
+PROMPTFOO_RESULTS = os.environ.get("RGD_SCHEMATHESIS_PROMPTFOO", "")
 # When the suite's rollout entered canary (its active phase): runs and intervals of it end after this.
 SINCE = os.environ.get("RGD_SCHEMATHESIS_SINCE", "")
 PHASE = "canary"
@@ -82,10 +94,42 @@ def _fix_sample(item: dict, index: int) -> None:
     _fit_phase(item, "interval_start", "interval_end")
 
 
+def _real_file(case) -> bool:
+    """For a positive case of an import endpoint: a real file as the body. (Its parameters are pinned by the
+    test's schemathesis config: the canary of the suite's rollout, the internal cohort, an empty mapping.)"""
+    if case.path.endswith("/imports/inspect/") and INSPECT_LOG:
+        with open(INSPECT_LOG, "rb") as handle:
+            case.body = handle.read()
+        case.media_type = "application/zip"
+        return True
+    if case.path.endswith("/imports/promptfoo/") and PROMPTFOO_RESULTS:
+        with open(PROMPTFOO_RESULTS, encoding="utf-8") as handle:
+            case.body = json.load(handle)
+        case.media_type = "application/json"
+        return True
+    return False
+
+
+def _is_real_file(case) -> bool:
+    if case.path.endswith("/imports/inspect/") and INSPECT_LOG and isinstance(case.body, bytes):
+        with open(INSPECT_LOG, "rb") as handle:
+            return case.body == handle.read()
+    if case.path.endswith("/imports/promptfoo/") and PROMPTFOO_RESULTS and isinstance(case.body, dict):
+        with open(PROMPTFOO_RESULTS, encoding="utf-8") as handle:
+            return case.body == json.load(handle)
+    return False
+
+
 @schemathesis.hook
 def map_case(ctx, case):
     meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive or not isinstance(case.body, dict):
+    if meta is None:
+        return case
+    if meta.generation.mode.is_negative:
+        return case
+    # A coverage case can be positive overall with one negative component: leave those as generated.
+    wholly_positive = not any(info.mode.is_negative for info in meta.components.values())
+    if (wholly_positive and _real_file(case)) or not isinstance(case.body, dict):
         return case
     for key, fix in (("runs", _fix_run), ("samples", _fix_sample)):
         items = case.body.get(key)
@@ -99,3 +143,13 @@ def map_case(ctx, case):
                     if isinstance(item, dict) and isinstance(item.get("run_id"), str):
                         item["run_id"] = f"{item['run_id'][:190]}.{index}"
     return case
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    """The coverage phase derives negative cases (a bad query value) from positive ones after ``map_case``, the
+    real file included; with the pinned parameters some "bad" values are sent valid, and the file is rightly
+    imported (ST201). A negative case of an import endpoint is sent with a body that is no such file instead."""
+    meta = case.meta
+    if meta is not None and meta.generation.mode.is_negative and _is_real_file(case):
+        case.body = b"not a log" if isinstance(case.body, bytes) else {"not": "a results file"}
