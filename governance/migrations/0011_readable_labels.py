@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("governance", "0009_audit_search_prefix_indexes"),
+        ("governance", "0010_transition_request_kind"),
     ]
 
     operations = [
