@@ -321,8 +321,8 @@ def test_request_rollout_list_and_home_pages_run_a_fixed_number_of_queries(
     with django_assert_num_queries(13):
         assert client.get("/").status_code == 200
     # The rollout page carries the rollout core, the evaluations panel (triggers, GA gate) and governance's panels
-    # (sign-offs and transitions; legal hold and latest daily delta report).
-    with django_assert_num_queries(48):
+    # (sign-offs and transitions; legal hold and latest daily delta report), and the phases' activity periods.
+    with django_assert_num_queries(49):
         assert client.get(rollout.get_absolute_url()).status_code == 200
 
 
