@@ -27,6 +27,10 @@ RUNS = 50_000
 SLUG = "bench-rollout"
 
 
+SPAN_DAYS = 30
+CANARY_DAYS_AGO = 15
+
+
 def setup_rollout():
     from django.contrib.auth import get_user_model
 
@@ -39,10 +43,17 @@ def setup_rollout():
     owner = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench")
     for i, tier in enumerate(["internal", "beta", "general"]):
         tenant_create(name=f"Bench tenant {i}", tier=tier, account_manager="AM" if tier == "beta" else "")
-    rollout = rollout_create_from_playbook(name="Bench rollout", slug=SLUG, owner=owner)
+    # Runs are accepted only inside their phase's activity period: the rollout began before the oldest bench run
+    # and entered canary at CANARY_DAYS_AGO, between the preparation runs and the canary runs (make_runs).
+    now = dt.datetime.now(dt.UTC)
+    rollout = rollout_create_from_playbook(
+        name="Bench rollout", slug=SLUG, owner=owner, now=now - dt.timedelta(days=SPAN_DAYS + 1)
+    )
     for item in rollout.checklist_items.filter(kind=ChecklistKind.READINESS):
         checklist_item_tick(item=item, actor=owner, evidence_url="https://example.com/e")
-    rollout_advance(rollout=rollout, to="canary", actor=None, reason="bench")
+    rollout_advance(
+        rollout=rollout, to="canary", actor=None, reason="bench", now=now - dt.timedelta(days=CANARY_DAYS_AGO)
+    )
     return rollout
 
 
@@ -51,10 +62,12 @@ def make_runs(total: int, seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
     runs = []
+    canary_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=CANARY_DAYS_AGO)
     for i in range(total):
-        finished = now - dt.timedelta(seconds=(total - i) * 30 * 86400 / total)
+        finished = now - dt.timedelta(seconds=(total - i) * SPAN_DAYS * 86400 / total)
         arm = "candidate" if i % 2 else "baseline"
-        phase = "preparation" if i < total // 2 else "canary"
+        # Each run in the phase that was active when it finished (setup_rollout's timeline).
+        phase = "canary" if finished > canary_at else "preparation"
         candidate = arm == "candidate"
         runs.append(
             {
@@ -62,7 +75,8 @@ def make_runs(total: int, seed: int = 1) -> list[dict[str, Any]]:
                 "rollout": SLUG,
                 "phase": phase,
                 "arm": arm,
-                "cohort": "internal",
+                # Preparation exposes no cohort; the canary exposes the internal one.
+                "cohort": "internal" if phase == "canary" else None,
                 "started_at": (finished - dt.timedelta(minutes=20)).isoformat(),
                 "finished_at": finished.isoformat(),
                 "conversations": 200,

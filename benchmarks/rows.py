@@ -46,8 +46,9 @@ def row(
     check: Callable[[float, float | None, float | None], bool],
     reference_what: str = "",
 ) -> Row:
-    figure = round(statistics.median(figures), 2)
-    reference = round(statistics.median(references), 2) if references else None
+    # Four decimals: a smoke run's reference (milliseconds of work, in seconds) must not round to zero.
+    figure = round(statistics.median(figures), 4)
+    reference = round(statistics.median(references), 4) if references else None
     ratio = round(figure / reference, 2) if reference else None
     return Row(
         key=key,
@@ -59,8 +60,8 @@ def row(
         passed=bool(check(figure, reference, ratio)),
         ratio=ratio,
         reference_what=reference_what,
-        samples=[round(f, 2) for f in figures],
-        reference_samples=[round(r, 2) for r in references] if references else None,
+        samples=[round(f, 4) for f in figures],
+        reference_samples=[round(r, 4) for r in references] if references else None,
     )
 
 

@@ -90,6 +90,7 @@ def _sources() -> dict[str, KwargsSource]:
     rollout_pages = [
         "rollout:detail",
         "rollout:status",
+        "rollout:status_live",
         "rollout:plan_edit",
         "rollout:escalation_edit",
         "rollout:kill_switch",
