@@ -150,7 +150,7 @@ class WebhookEndpointForm(forms.ModelForm):
 
     class Meta:
         model = models.WebhookEndpoint
-        fields = ["rollout", "name", "url", "active"]
+        fields = ["rollout", "name", "url", "active", "cloudevents_mode"]
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -184,6 +184,7 @@ class WebhookEndpointAdmin(SimpleHistoryAdmin):
                     url=form.cleaned_data["url"],
                     active=form.cleaned_data["active"],
                     rotate_secret=form.cleaned_data.get("rotate_secret", False),
+                    cloudevents_mode=form.cleaned_data["cloudevents_mode"],
                     reason="Changed in the admin",
                 )
             else:
@@ -192,6 +193,7 @@ class WebhookEndpointAdmin(SimpleHistoryAdmin):
                     name=form.cleaned_data["name"],
                     url=form.cleaned_data["url"],
                     actor=request.user,
+                    cloudevents_mode=form.cleaned_data["cloudevents_mode"],
                     reason="Added in the admin",
                 )
         except DomainError as exc:
@@ -209,7 +211,7 @@ class WebhookEndpointAdmin(SimpleHistoryAdmin):
 
 @admin.register(models.WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ["endpoint", "incident", "event", "status", "attempt_count", "created_at", "delivered_at"]
+    list_display = ["endpoint", "incident", "event", "subject", "status", "attempt_count", "created_at", "delivered_at"]
     list_filter = ["status"]
     list_select_related = ["endpoint", "incident"]
     readonly_fields = [
@@ -217,6 +219,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "incident",
         "delivery_id",
         "event",
+        "subject",
         "body",
         "status",
         "attempt_count",

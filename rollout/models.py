@@ -583,6 +583,11 @@ class IncidentStep(models.Model):
         return self.get_key_display()
 
 
+class CloudEventsMode(models.TextChoices):
+    BINARY = "binary", "Binary (ce-* headers, the Slack-compatible body unchanged)"
+    STRUCTURED = "structured", "Structured (application/cloudevents+json, the body as its data)"
+
+
 class WebhookEndpoint(models.Model):
     """An outgoing webhook of a rollout (its triage channel): told about every rollback.
 
@@ -595,6 +600,12 @@ class WebhookEndpoint(models.Model):
     url = models.URLField("URL", max_length=500, help_text="http(s) URL receiving a Slack-compatible JSON body.")
     secret_encrypted = models.TextField(help_text="The HMAC-SHA256 signing secret, encrypted at rest.")
     active = models.BooleanField(default=True)
+    cloudevents_mode = models.CharField(
+        max_length=10,
+        choices=CloudEventsMode.choices,
+        default=CloudEventsMode.BINARY,
+        help_text="How the CloudEvents attributes travel (rollout/cloudevents.py).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(excluded_fields=["secret_encrypted"])
@@ -621,9 +632,14 @@ class WebhookDelivery(models.Model):
     """
 
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
-    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    # None for events that are not about an incident (a phase transition applied).
+    incident = models.ForeignKey(
+        Incident, on_delete=models.CASCADE, related_name="webhook_deliveries", null=True, blank=True
+    )
     delivery_id = models.UUIDField("delivery ID", unique=True)
     event = models.CharField(max_length=40)
+    # What the event is about, the CloudEvent's ``subject``: ``incidents/<id>``, ``phases/<kind>``.
+    subject = models.CharField(max_length=100, blank=True)
     body = models.TextField()
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempt_count = models.PositiveSmallIntegerField(default=0)
@@ -635,6 +651,9 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = "webhook deliveries"
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "incident", "event"], name="delivery_once_per_event"),
+            models.UniqueConstraint(
+                fields=["endpoint", "event", "subject"], condition=~Q(subject=""), name="delivery_once_per_subject"
+            ),
         ]
 
     def __str__(self) -> str:

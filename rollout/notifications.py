@@ -32,24 +32,28 @@ from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import outbox
+from . import cloudevents, outbox
 from .errors import InvalidPlan
 from .history import save_tracked
 from .models import (
+    CloudEventsMode,
     DeliveryStatus,
     Incident,
     IncidentKind,
+    PhaseKind,
     Rollout,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
 )
 from .roles import LEAD_ROLES, Role, require_perm
-from .signals import rollout_rolled_back
+from .signals import incident_closed, rollout_rolled_back, transition_applied
 
 log = logging.getLogger(__name__)
 
 EVENT_ROLLED_BACK = "rollout.rolled_back"
+EVENT_TRANSITION_APPLIED = "rollout.transition_applied"
+EVENT_INCIDENT_CLOSED = "rollout.incident_closed"
 SIGNATURE_HEADER = "X-Rollout-Signature"
 TIMESTAMP_HEADER = "X-Rollout-Timestamp"
 DELIVERY_HEADER = "X-Rollout-Delivery"
@@ -88,7 +92,14 @@ def _check_url(url: str) -> None:
 
 @transaction.atomic
 def webhook_endpoint_create(
-    *, rollout: Rollout, name: str, url: str, actor: Any, reason: str = "", secret: str | None = None
+    *,
+    rollout: Rollout,
+    name: str,
+    url: str,
+    actor: Any,
+    reason: str = "",
+    secret: str | None = None,
+    cloudevents_mode: str = CloudEventsMode.BINARY,
 ) -> tuple[WebhookEndpoint, str]:
     """Add a webhook to a rollout; returns it with its signing secret (generated unless given), shown once."""
     require_perm(actor, "rollout.add_webhookendpoint", "Your roles do not allow adding webhooks.")
@@ -97,21 +108,39 @@ def webhook_endpoint_create(
         raise InvalidPlan("A webhook needs a name.", field="name")
     if WebhookEndpoint.objects.filter(rollout=rollout, name=name.strip()).exists():
         raise InvalidPlan(f"This rollout already has a webhook named {name!r}.", field="name")
+    if cloudevents_mode not in CloudEventsMode.values:
+        raise InvalidPlan("CloudEvents mode is binary or structured.", field="cloudevents_mode")
     secret = secret or secrets.token_urlsafe(32)
-    endpoint = WebhookEndpoint(rollout=rollout, name=name.strip(), url=url, secret_encrypted=encrypt_secret(secret))
+    endpoint = WebhookEndpoint(
+        rollout=rollout,
+        name=name.strip(),
+        url=url,
+        secret_encrypted=encrypt_secret(secret),
+        cloudevents_mode=cloudevents_mode,
+    )
     save_tracked(endpoint, actor=actor, reason=reason or f"Webhook {name!r} added")
     return endpoint, secret
 
 
 @transaction.atomic
 def webhook_endpoint_update(
-    *, endpoint: WebhookEndpoint, actor: Any, url: str, active: bool, rotate_secret: bool = False, reason: str = ""
+    *,
+    endpoint: WebhookEndpoint,
+    actor: Any,
+    url: str,
+    active: bool,
+    rotate_secret: bool = False,
+    reason: str = "",
+    cloudevents_mode: str | None = None,
 ) -> tuple[WebhookEndpoint, str | None]:
     """Change a webhook's URL or state, or rotate its secret (the new secret is returned, once)."""
     require_perm(actor, "rollout.change_webhookendpoint", "Your roles do not allow changing webhooks.")
     _check_url(url)
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    if cloudevents_mode is not None and cloudevents_mode not in CloudEventsMode.values:
+        raise InvalidPlan("CloudEvents mode is binary or structured.", field="cloudevents_mode")
     endpoint.url, endpoint.active = url, active
+    endpoint.cloudevents_mode = cloudevents_mode or endpoint.cloudevents_mode
     secret = None
     if rotate_secret:
         secret = secrets.token_urlsafe(32)
@@ -197,11 +226,103 @@ def create_deliveries(*, incident_id: int) -> list[int]:
             endpoint=endpoint,
             incident=incident,
             event=EVENT_ROLLED_BACK,
-            defaults={"delivery_id": uuid.uuid4(), "body": body},
+            defaults={"delivery_id": uuid.uuid4(), "body": body, "subject": f"incidents/{incident.pk}"},
         )
         if created:
             ids.append(delivery.pk)
     return ids
+
+
+def rollout_url(rollout: Rollout) -> str:
+    return settings.DASHBOARD_URL.rstrip("/") + rollout.get_absolute_url()
+
+
+def _phase_label(kind: str) -> str:
+    return "completed" if kind == "completed" else dict(PhaseKind.choices).get(kind, kind)
+
+
+def transition_message(rollout: Rollout, from_phase: str, to: str) -> dict[str, Any]:
+    """Slack-compatible body of a phase transition applied (``rollout.transition_applied``)."""
+    url = rollout_url(rollout)
+    text = f":arrow_forward: {rollout.name} moved from {_phase_label(from_phase)} to {_phase_label(to)}"
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|Open the rollout>"}]},
+        ],
+        "event": EVENT_TRANSITION_APPLIED,
+        "transition": {"rollout": rollout.slug, "url": url, "from": from_phase, "to": to},
+    }
+
+
+def incident_closed_message(incident: Incident) -> dict[str, Any]:
+    """Slack-compatible body of an incident closed with its retrospective (``rollout.incident_closed``)."""
+    url = incident_url(incident)
+    text = f":white_check_mark: Incident closed on {incident.rollout.name}: {incident.title}"
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|Open the incident>"}]},
+        ],
+        "event": EVENT_INCIDENT_CLOSED,
+        "incident": {
+            "id": incident.pk,
+            "url": url,
+            "rollout": incident.rollout.slug,
+            "phase": incident.phase.kind if incident.phase else None,
+            "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
+        },
+    }
+
+
+@transaction.atomic
+def create_event_deliveries(
+    *, rollout: Rollout, event: str, subject: str, message: dict[str, Any], incident: Incident | None = None
+) -> list[int]:
+    """One delivery of ``event`` per active endpoint of the rollout; a second call adds none (unique per subject)."""
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    ids = []
+    for endpoint in rollout.webhook_endpoints.filter(active=True):
+        delivery, created = WebhookDelivery.objects.get_or_create(
+            endpoint=endpoint,
+            event=event,
+            subject=subject,
+            defaults={"delivery_id": uuid.uuid4(), "body": body, "incident": incident},
+        )
+        if created:
+            ids.append(delivery.pk)
+    for delivery_id in ids:
+        outbox.enqueue("rollout.tasks.deliver_webhook", args=[delivery_id])
+    return ids
+
+
+@receiver(transition_applied, dispatch_uid="rollout.notifications.notify_transition")
+def notify_transition(sender, rollout_id: int, from_phase: str, to: str, **kwargs) -> None:
+    if not WebhookEndpoint.objects.filter(rollout_id=rollout_id, active=True).exists():
+        return  # one query when no webhook is configured
+    rollout = Rollout.objects.get(pk=rollout_id)
+    create_event_deliveries(
+        rollout=rollout,
+        event=EVENT_TRANSITION_APPLIED,
+        subject=f"phases/{to}",
+        message=transition_message(rollout, from_phase, to),
+    )
+
+
+@receiver(incident_closed, dispatch_uid="rollout.notifications.notify_incident_closed")
+def notify_incident_closed(sender, incident_id: int, **kwargs) -> None:
+    if not WebhookEndpoint.objects.filter(rollout__incidents=incident_id, active=True).exists():
+        return
+    incident = Incident.objects.select_related("rollout", "phase").get(pk=incident_id)
+    create_event_deliveries(
+        rollout=incident.rollout,
+        event=EVENT_INCIDENT_CLOSED,
+        subject=f"incidents/{incident.pk}",
+        message=incident_closed_message(incident),
+        incident=incident,
+    )
 
 
 def send_rollback_email(*, incident_id: int) -> int:
@@ -258,17 +379,18 @@ def attempt_delivery(*, delivery_id: int) -> WebhookDelivery | None:
     The HTTP call happens outside any transaction; the attempt is recorded
     under a row lock afterwards.
     """
-    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    delivery = WebhookDelivery.objects.select_related("endpoint__rollout").filter(pk=delivery_id).first()
     if delivery is None or delivery.status != DeliveryStatus.PENDING:
         return None
-    body = delivery.body.encode()
+    # The CloudEvents binary or structured message: a function of the stored delivery, the same on every retry.
+    body, ce_headers = cloudevents.message(delivery)
     timestamp = str(int(time.time()))
     request = urllib.request.Request(  # noqa: S310 - the URL is checked to be http(s) when configured
         delivery.endpoint.url,
         data=body,
         method="POST",
         headers={
-            "Content-Type": "application/json",
+            **ce_headers,
             "User-Agent": "rollout-governance-dashboard/1",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(decrypt_secret(delivery.endpoint.secret_encrypted), timestamp, body),
@@ -316,7 +438,7 @@ def _record_attempt(delivery_pk: int, *, status_code: int | None, error: str, du
     else:
         note = ""
     delivery.save(update_fields=["attempt_count", "status", "delivered_at"])
-    if note:
+    if note and delivery.incident_id is not None:
         incident_add_event(
             incident=delivery.incident,
             kind="webhook",

@@ -174,6 +174,8 @@ def rollout_advance(
             + (f"; the next step is {expected}." if expected else "; it has no next step.")
         )
     _set_phase_status(current, PhaseStatus.COMPLETED, actor=actor, reason=reason, now=now)
+    # In this transaction (as a rollback's): the webhook deliveries and their outbox rows commit with the step.
+    signals.transition_applied.send(sender=Rollout, rollout_id=rollout.pk, from_phase=current.kind, to=to)
     if to == TARGET_COMPLETED:
         _set_rollout_status(rollout, RolloutStatus.COMPLETED, actor=actor, reason=reason)
         return None
@@ -392,6 +394,7 @@ def incident_close(*, incident: Incident, actor: Any, retrospective: str) -> Inc
     incident.retrospective = retro
     save_tracked(incident, actor=actor, reason="Incident closed with retrospective")
     _incident_event(incident, kind="closed", message="Closed with a retrospective.", actor=actor, at=now)
+    signals.incident_closed.send(sender=Incident, incident_id=incident.pk)
     return incident
 
 

@@ -12,6 +12,10 @@ rollout_created = django.dispatch.Signal()  # rollout, actor, reason
 plan_changed = django.dispatch.Signal()  # rollout, actor, reason
 # Sent inside the rollback's transaction: the ledger entry, the notifications' deliveries (sent after commit).
 rollout_rolled_back = django.dispatch.Signal()  # incident_id
+# Sent inside the transaction of a phase transition applied (rollout_advance) and of an incident closed: the
+# notifications' webhook deliveries (sent after commit).
+transition_applied = django.dispatch.Signal()  # rollout_id, from_phase, to (a phase kind or "completed")
+incident_closed = django.dispatch.Signal()  # incident_id
 # Sent inside the rollback's transaction (rollout row locked): governance withdraws the open and approved requests.
 rollback_recorded = django.dispatch.Signal()  # rollout, incident, actor, reason
 # A request was refused: governance records it in the audit ledger (repeats aggregated per window).
