@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from evaluations import api_urls as evaluations_api
 from governance import api_urls as governance_api
+from governance.metrics import MetricsView
 
 # One API under /api/v1/ (namespace "api"): evaluations serves ingestion and reads,
 # governance the rollout detail with its gates.
@@ -15,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_patterns)),
     path("ofrep/v1/", include("evaluations.ofrep_urls")),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("", include("evaluations.urls")),
     path("", include("rollout.urls")),
     path("", include("governance.urls")),

@@ -209,6 +209,8 @@ ofrep:evaluate-flags           GET  401    401    401    401    401    401    40
 ofrep:evaluate-flags           POST 401    401    401    401    401    401    401    401   | 200    403    403    401
 ofrep:evaluate-flag            GET  401    401    401    401    401    401    401    401   | 405    403    403    401
 ofrep:evaluate-flag            POST 401    401    401    401    401    401    401    401   | 200    403    403    401
+metrics                        GET  401    401    401    401    401    401    401    401   | 403    200    403    401
+metrics                        POST 401    401    401    401    401    401    401    401   | 403    405    403    401
 """
 
 CELLS = parse(PAGES, PAGE_PRINCIPALS) + parse(API, API_PRINCIPALS) + parse(INTEGRATIONS, INTEGRATION_PRINCIPALS)
