@@ -205,7 +205,7 @@ governance:reviews             POST login  405    405    405    405    405    40
 governance:review              GET  login  200    200    200    200    200    200    200   | login
 governance:review              POST login  403    403    403    403    302+   403    403   | login
 governance:review_reassign     GET  login  405    405    405    405    405    405    405   | login
-governance:review_reassign     POST login  403    403    403    403    403    302+   403   | login
+governance:review_reassign     POST login  403    403    403    302+   403    302+   403   | login
 governance:delta_reports       GET  login  200    200    200    200    200    200    200   | login
 governance:delta_reports       POST login  405    405    405    405    405    405    405   | login
 governance:delta_report        GET  login  200    200    200    200    200    200    200   | login
