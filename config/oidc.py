@@ -51,9 +51,7 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def socialaccount_providers(
-    *, issuer: str, client_id: str, secret: str, name: str, scopes=DEFAULT_SCOPES
-) -> dict:
+def socialaccount_providers(*, issuer: str, client_id: str, secret: str, name: str, scopes=DEFAULT_SCOPES) -> dict:
     """``SOCIALACCOUNT_PROVIDERS``: allauth's openid_connect provider with one app, or none without an issuer."""
     apps = []
     if issuer:

@@ -62,7 +62,7 @@ PROVIDER = "openid_connect"
 # The session keys (the MFA rule reads SESSION_AMR: the provider's factor counts when it says "mfa", "otp", "hwk").
 SESSION_AMR = "oidc_amr"
 SESSION_AUTH_TIME = "oidc_auth_time"
-SESSION_ID_TOKEN = "oidc_id_token"
+SESSION_ID_TOKEN = "oidc_id_token"  # noqa: S105 (a session key, not a secret)
 SESSION_PROVIDER = "oidc_provider_id"
 SESSION_NO_ROLE = "oidc_no_role"
 SESSION_KEYS = (SESSION_AMR, SESSION_AUTH_TIME, SESSION_ID_TOKEN, SESSION_PROVIDER, SESSION_NO_ROLE)
@@ -141,8 +141,7 @@ REFUSALS: dict[str, str] = {
     "id_token_invalid": "The identity provider's ID token is not valid.",
     "state_unknown": "This sign-in response is unknown or was already used (its state does not match a sign-in "
     "started here). Start again from the login page.",
-    "pkce_missing": "This sign-in cannot be completed: its PKCE verifier is missing. Start again from the login "
-    "page.",
+    "pkce_missing": "This sign-in cannot be completed: its PKCE verifier is missing. Start again from the login page.",
     "code_exchange_refused": "The identity provider refused to exchange the authorization code.",
     "provider_error": "The identity provider answered with an error.",
     "provider_unreachable": "The identity provider could not be reached.",

@@ -7,11 +7,14 @@ suite runs with them unset."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 from allauth.socialaccount.models import SocialAccount
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from config.oidc import parse_role_map
 from governance import oidc
@@ -59,15 +62,32 @@ def test_with_a_provider_the_login_page_offers_it(client, op):
     assert 'name="username"' in content  # local login stays (LOCAL_LOGIN_ENABLED defaults to true)
 
 
+def test_with_local_login_off_the_provider_is_the_way_in(client, op, settings):
+    settings.LOCAL_LOGIN_ENABLED = False
+    content = client.get("/login/").content.decode()
+    assert f"Sign in with {PROVIDER_NAME}</button>" in content
+    assert "Break-glass login (superusers only)" in content
+    assert "or with a local account" not in content
+
+
+def test_the_page_asked_for_is_where_the_sign_in_ends(client, op):
+    op.set_users(idp_user("lea", "idp-auditors"))
+    page = client.get("/login/?next=/audit/").content.decode()
+    assert '<input type="hidden" name="next" value="/audit/">' in page
+    w = walk(client, op)
+    response = client.post(LOGIN_PATH, {"next": "/audit/"})
+    assert response.status_code == 302
+    answer = w.callback(w.sign_in(response["Location"], "lea"))
+    assert answer.status_code == 302 and answer["Location"] == "/audit/"
+
+
 def test_the_login_button_starts_the_code_flow_with_pkce_from_discovery(client, op):
     location = walk(client, op).start()
-    from urllib.parse import parse_qs, urlsplit
-
     query = parse_qs(urlsplit(location).query)
     assert urlsplit(location).path == "/auth"  # the authorization_endpoint of the discovery document
     assert query["response_type"] == ["code"]
     assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43
-    assert query["scope"][0].split() == ["openid", "profile", "email", "groups"]
+    assert sorted(query["scope"][0].split()) == ["email", "groups", "openid", "profile"]
     assert query["redirect_uri"] == ["http://testserver/accounts/oidc/sso/login/callback/"]
     assert query["client_id"] == [op.clients[-1]["client_id"]]
 
@@ -129,8 +149,6 @@ def test_a_group_removed_at_the_provider_is_gone_at_the_next_login(client, op):
 
 
 def test_groups_that_are_not_roles_are_left_alone(client, op):
-    from django.contrib.auth.models import Group
-
     op.set_users(idp_user("cy", "idp-auditors"))
     walk(client, op).login("cy")
     user = oidc_user("sub-cy")
@@ -213,8 +231,6 @@ def test_a_replayed_state_is_refused(client, op):
     assert replay.status_code == 401
     assert refusal_of(replay) == "state_unknown"
     # The same response in another browser (no sign-in of its own started there) is refused as well.
-    from django.test import Client
-
     stranger = Client()
     again = walk(stranger, op).callback(callback)
     assert again.status_code == 401 and refusal_of(again) == "state_unknown"
@@ -253,8 +269,6 @@ def test_logout_after_an_oidc_login_goes_to_the_providers_end_session_endpoint(c
     id_token = client.session[oidc.SESSION_ID_TOKEN]
     response = client.post("/logout/")
     assert response.status_code == 302
-    from urllib.parse import parse_qs, urlsplit
-
     target = urlsplit(response["Location"])
     assert f"{target.scheme}://{target.netloc}{target.path}" == f"{op.issuer}/session/end"
     query = parse_qs(target.query)
