@@ -52,6 +52,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "simple_history",
     "axes",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.mfa",
     "django_filters",
     "django_tables2",
     "rollout",
@@ -76,6 +81,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # allauth's login stages (the second factor) and its request context.
+    "allauth.account.middleware.AccountMiddleware",
     # Idle timeout and absolute lifetime of a login, before anything acts for the user.
     "rollout.middleware.SessionLifetimeMiddleware",
     # Who acts and under which request id, for the audit ledger.
@@ -191,12 +198,33 @@ if not 0 < SESSION_IDLE_TIMEOUT_SECONDS <= SESSION_ABSOLUTE_LIFETIME_SECONDS:
     )
 # The cookie does not outlive the session either.
 SESSION_COOKIE_AGE = SESSION_ABSOLUTE_LIFETIME_SECONDS
-# axes first: a locked-out username or address is refused before any password is checked.
+# axes first: a locked-out username or address is refused before any password is checked. Then allauth's
+# backend (Django's ModelBackend with allauth's login methods: the username here).
 AUTHENTICATION_BACKENDS = [
     "governance.lockout.RequestLockoutBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
 ]
 LOGIN_URL = "login"
+
+# --- django-allauth: the login flow, the identity provider, the second factor (rollout/auth.py) ---------------
+# The local username/password form at /login/. Off in production behind an identity provider: the page then
+# offers the provider, and the form admits only a superuser (the break-glass account).
+LOCAL_LOGIN_ENABLED = env.bool("LOCAL_LOGIN_ENABLED", default=True)
+ACCOUNT_ADAPTER = "rollout.auth.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "rollout.auth.SocialAccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_UNIQUE_EMAIL = False
+# The session lasts as set above (SESSION_COOKIE_AGE, the middleware's limits), no "remember me" box.
+ACCOUNT_SESSION_REMEMBER = True
+# /login/ shows its form to a logged-in user too (as Django's LoginView did), instead of redirecting.
+ACCOUNT_AUTHENTICATED_LOGIN_REDIRECTS = False
+# Brute force on the login is django-axes' (above), one mechanism with its lockout page and ledger entries;
+# allauth keeps its limits elsewhere (re-authentication, the second factor).
+ACCOUNT_RATE_LIMITS = {"login": None, "login_failed": None}
+ACCOUNT_LOGOUT_REDIRECT_URL = "login"
+SOCIALACCOUNT_ONLY = False
 
 # --- Brute force: django-axes on /login/ and /admin/login/ (both go through authenticate()) ---------
 # A username, or a client address, is locked out after AXES_FAILURE_LIMIT failed logins (counted
