@@ -23,6 +23,7 @@ def pull_the_kill_switch(start, width: int) -> int:
     sre = start(f"5-kill-switch-{width}", width=width, height=844 if width == 390 else 900)
     page = sre.page
     sre.login("sre-lead")
+    sre.check("home (sre-lead)", screenshot=False)
     sre.goto(MAIN, "rollout")
     assert page.locator(".alert-warning", has_text="agent_v1_fallback is ON").count() == 0
     page.click("[data-action=kill-switch]")
