@@ -218,8 +218,12 @@ def review_complete(
 
 @transaction.atomic
 def review_reassign(*, review: ScheduledReview, role: str, actor: Any, reason: str) -> ScheduledReview:
-    """A compliance reviewer hands an open review to another role."""
-    require_perm(actor, "governance.reassign_scheduledreview", "Only compliance reviewers assign reviews.")
+    """A compliance reviewer (or the compliance lead) hands an open review to another role."""
+    require_perm(
+        actor,
+        "governance.reassign_scheduledreview",
+        "Only compliance reviewers and the compliance lead assign reviews.",
+    )
     if role not in ASSIGNABLE_ROLES:
         raise InvalidReview(f"A review cannot be assigned to {role!r}.", field="role")
     if not reason.strip():

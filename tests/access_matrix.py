@@ -188,6 +188,7 @@ def post_body(name: str, principal: str, world: World) -> dict[str, Any]:
     bodies = {
         "login": lambda: {"username": "auditor", "password": "pw"},
         "admin:login": lambda: {"username": "auditor", "password": "pw"},
+        "account_login": lambda: {"username": "auditor", "password": "pw"},
         "api:evaluation-runs": lambda: {"runs": [_run(world)]},
         "api:monitoring-samples": lambda: {"samples": [_sample(world)]},
         "ofrep:evaluate-flags": lambda: {"context": {"targetingKey": tenant_slug}},

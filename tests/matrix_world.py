@@ -55,6 +55,8 @@ class World:
         on_rolled_back = {"slug": self.rolled_back.slug, "pk": self.incident.pk}
         return {
             "api:evaluation-run": {"run_id": self.run_id},
+            "openid_connect_login": {"provider_id": "oidc"},
+            "openid_connect_callback": {"provider_id": "oidc"},
             "api:rollout": {"slug": slug},
             "api:rollout-flags": {"slug": slug},
             "api:rollout-deltas": {"slug": slug},

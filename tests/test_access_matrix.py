@@ -54,6 +54,55 @@ login                          POST 302+   302+   302+   302+   302+   302+   30
 logout                         GET  login  405    405    405    405    405    405    405   | login
 logout                         POST login  302    302    302    302    302    302    302   | login
 
+# django-allauth (config/auth_urls.py): its names for the login and logout pages; sign-up is closed (a page saying
+# so, nothing written); the inactive-account and provider-cancelled notices are public pages.
+account_login                  GET  200    200    200    200    200    200    200    200   | 200
+account_login                  POST 302+   302+   302+   302+   302+   302+   302+   302+  | 302+
+account_logout                 GET  login  405    405    405    405    405    405    405   | login
+account_logout                 POST login  302    302    302    302    302    302    302   | login
+account_inactive               GET  200    200    200    200    200    200    200    200   | 200
+account_inactive               POST 405    405    405    405    405    405    405    405   | 405
+account_signup                 GET  200    200    200    200    200    200    200    200   | 200
+account_signup                 POST 200    200    200    200    200    200    200    200   | 200
+# Re-authentication: the password form for a logged-in user; the TOTP one sends a user without a factor away.
+account_reauthenticate         GET  login  200    200    200    200    200    200    200   | login
+account_reauthenticate         POST login  200    200    200    200    200    200    200   | login
+mfa_reauthenticate             GET  login  302    302    302    302    302    302    302   | login
+mfa_reauthenticate             POST login  302    302    302    302    302    302    302   | login
+# The second factor (allauth.mfa): the overview for every user; activating one asks for a fresh login first
+# (302 to re-authentication); pages of a factor the user does not have are 404; the login stage without a login
+# in progress goes back to the login page.
+mfa_index                      GET  login  200    200    200    200    200    200    200   | login
+mfa_index                      POST login  405    405    405    405    405    405    405   | login
+mfa_activate_totp              GET  login  302    302    302    302    302    302    302   | login
+mfa_activate_totp              POST login  302    302    302    302    302    302    302   | login
+mfa_deactivate_totp            GET  login  404    404    404    404    404    404    404   | login
+mfa_deactivate_totp            POST login  404    404    404    404    404    404    404   | login
+mfa_generate_recovery_codes    GET  login  302    302    302    302    302    302    302   | login
+mfa_generate_recovery_codes    POST login  302    302    302    302    302    302    302   | login
+mfa_view_recovery_codes        GET  login  404    404    404    404    404    404    404   | login
+mfa_view_recovery_codes        POST login  405    405    405    405    405    405    405   | login
+mfa_download_recovery_codes    GET  login  404    404    404    404    404    404    404   | login
+mfa_download_recovery_codes    POST login  404    404    404    404    404    404    404   | login
+mfa_authenticate               GET  302    302    302    302    302    302    302    302   | 302
+mfa_authenticate               POST 302    302    302    302    302    302    302    302   | 302
+# The identity provider (allauth.socialaccount, OpenID Connect): no provider is configured in the matrix's world,
+# so its login and callback are 404; the sign-up step without a provider login in progress goes back to login.
+openid_connect_login           GET  404    404    404    404    404    404    404    404   | 404
+openid_connect_login           POST 404    404    404    404    404    404    404    404   | 404
+openid_connect_callback        GET  404    404    404    404    404    404    404    404   | 404
+openid_connect_callback        POST 404    404    404    404    404    404    404    404   | 404
+socialaccount_login_cancelled  GET  200    200    200    200    200    200    200    200   | 200
+socialaccount_login_cancelled  POST 405    405    405    405    405    405    405    405   | 405
+socialaccount_login_error      GET  login  401    401    401    401    401    401    401   | login
+socialaccount_login_error      POST login  405    405    405    405    405    405    405   | login
+socialaccount_signup           GET  302    302    302    302    302    302    302    302   | 302
+socialaccount_signup           POST 302    302    302    302    302    302    302    302   | 302
+# After an OIDC login whose groups map to no role, every page is this one (governance/oidc.py); anyone else is sent
+# home from it.
+no_role                        GET  login  302    302    302    302    302    302    302   | login
+no_role                        POST login  405    405    405    405    405    405    405   | login
+
 api:docs                       GET  login  200    200    200    200    200    200    200   | login
 api:docs                       POST login  405    405    405    405    405    405    405   | login
 api:redoc                      GET  login  200    200    200    200    200    200    200   | login
@@ -160,7 +209,7 @@ governance:reviews             POST login  405    405    405    405    405    40
 governance:review              GET  login  200    200    200    200    200    200    200   | login
 governance:review              POST login  403    403    403    403    302+   403    403   | login
 governance:review_reassign     GET  login  405    405    405    405    405    405    405   | login
-governance:review_reassign     POST login  403    403    403    403    403    302+   403   | login
+governance:review_reassign     POST login  403    403    403    302+   403    302+   403   | login
 governance:delta_reports       GET  login  200    200    200    200    200    200    200   | login
 governance:delta_reports       POST login  405    405    405    405    405    405    405   | login
 governance:delta_report        GET  login  200    200    200    200    200    200    200   | login

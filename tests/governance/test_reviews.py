@@ -273,3 +273,29 @@ def test_the_review_page_tells_the_reassigner_someone_else_completes_it(open_rev
     assert 'data-form="complete-review"' not in page
     assert "You reassigned this review, so another member of SRE lead completes it" in page
     assert client.post(weekly.get_absolute_url(), {"notes": "mine"}).status_code == 403
+
+
+def test_the_compliance_lead_assigns_a_review_to_the_compliance_reviewers(open_reviews, users, client_for):
+    # A compliance reviewer may not hand a review to their own role, so without the lead nobody but a superuser
+    # could ever give one to the reviewers.
+    weekly = open_reviews[W]
+    reviewer = users[Role.COMPLIANCE_REVIEWER.value]
+    with pytest.raises(reviews.DutiesNotSegregated):
+        reviews.review_reassign(review=weekly, role=Role.COMPLIANCE_REVIEWER, actor=reviewer, reason="mine")
+    client = client_for(Role.COMPLIANCE_LEAD)
+    page = client.get(weekly.get_absolute_url()).content.decode()
+    form = page.split('data-form="reassign"')[1].split("</form>")[0]
+    assert 'value="compliance-reviewer"' in form and 'value="compliance-lead"' not in form
+    response = client.post(
+        f"/compliance/reviews/{weekly.pk}/reassign/", {"role": "compliance-reviewer", "reason": "Product lead away"}
+    )
+    assert response.status_code == 302
+    weekly.refresh_from_db()
+    assert weekly.assigned_role == Role.COMPLIANCE_REVIEWER
+    lead = users[Role.COMPLIANCE_LEAD.value]
+    assert weekly.reassigned_by_id == lead.pk
+    entry = AuditEvent.objects.filter(action="review.reassign").get()
+    assert (entry.actor_name, entry.reason) == (lead.username, "Product lead away")
+    # A reviewer completes it; the lead who assigned it cannot (they do not hold the role, and they reassigned it).
+    done = reviews.review_complete(review=weekly, actor=reviewer, notes="Reflections reviewed")
+    assert done.status == "completed"
