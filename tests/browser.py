@@ -258,7 +258,9 @@ class Journey:
             self.csp_violations.append(f"{self.page.url}: {message.text}")
 
     def _navigated(self, frame) -> None:
-        if frame.parent_frame is None and frame.url.startswith(("http://", "https://")):
+        # The dashboard's own pages only: another loopback server a journey passes through (the test identity
+        # provider's login pages) is not the dashboard's to make accessible.
+        if frame.parent_frame is None and frame.url.startswith(self.base_url + "/"):
             self.navigated.append(frame.url.split("#")[0])
 
     def unchecked_pages(self) -> list[str]:
