@@ -24,8 +24,8 @@ urlpatterns = [
     path("logout/", oidc.logout, name="account_logout"),
     # allauth's openid_connect views with the dashboard's adapter (the ID token's signature always verified, PKCE
     # insisted on): before allauth's own patterns for the same paths.
-    path("accounts/oidc/<str:provider_id>/login/", oidc.oidc_login, name="openid_connect_login"),
-    path("accounts/oidc/<str:provider_id>/login/callback/", oidc.oidc_callback, name="openid_connect_callback"),
+    path("accounts/oidc/<slug:provider_id>/login/", oidc.oidc_login, name="openid_connect_login"),
+    path("accounts/oidc/<slug:provider_id>/login/callback/", oidc.oidc_callback, name="openid_connect_callback"),
     path("accounts/", include("config.auth_urls")),
     path("no-role/", oidc.no_role, name="no_role"),
     path("admin/", admin.site.urls),
