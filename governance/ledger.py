@@ -93,6 +93,12 @@ EVENT_ACTIONS: tuple[str, ...] = (
     "auth.api_denied",
     "auth.rule_refused",
     "auth.locked_out",
+    "auth.mfa_enrolled",
+    "auth.mfa_removed",
+    "auth.mfa_recovery_codes_regenerated",
+    "auth.mfa_recovery_code_used",
+    "auth.mfa_reset",
+    "auth.reauthenticated",
     "audit.denials_repeated",
     "audit.verify",
     "job.request",
@@ -353,6 +359,9 @@ def record_history(*, instance: Model, history_instance: Model, history_user: An
     else:
         actor = None
     action = getattr(instance, "_audit_action", None) or HISTORY_ACTIONS[kind]
+    extra = getattr(instance, "_audit_extra", None)
+    if extra:
+        after = {**(after or {}), **extra}
     try:
         label = str(instance)
     except Exception:  # a broken __str__ must never block a write or its record
