@@ -180,3 +180,18 @@ def test_an_admin_resets_a_lost_factor_with_a_ledger_entry(client, users, settin
     client.post("/logout/")
     login(client, Role.SRE_LEAD.value)
     assert client.get("/")["Location"] == "/accounts/2fa/totp/activate/"
+
+
+def test_production_enforces_by_default_and_the_setting_turns_it_off():
+    import os
+    import subprocess
+    import sys
+
+    def enforced(**extra: str) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "MFA_"))}
+        env.update(DJANGO_ENV="production", SECRET_KEY="x" * 50, ALLOWED_HOSTS="rollouts.example.com", **extra)
+        code = "import config.settings as s; print(s.MFA_ENFORCED, s.REAUTH_MAX_AGE, s.LOCAL_LOGIN_ENABLED)"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+    assert enforced() == "True 300 True\n"
+    assert enforced(MFA_ENFORCED="false", REAUTH_MAX_AGE="120", LOCAL_LOGIN_ENABLED="false") == "False 120 False\n"
