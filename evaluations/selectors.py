@@ -26,19 +26,20 @@ from django.db.models import (
     QuerySet,
     Subquery,
 )
-from django.db.models.functions import Cast, TruncDay, TruncHour
+from django.db.models.functions import Cast, TruncHour
 from django.shortcuts import get_object_or_404
 
 from rollout.models import (
     PHASE_SEQUENCE,
     Incident,
-    IncidentStatus,
     Phase,
     PhaseKind,
     PhasePeriod,
     PhaseStatus,
     Rollout,
 )
+from rollout.selectors import open_incidents
+from rollout.services import active_phase
 
 from . import summaries
 from .aggregates import SampleVariance
@@ -92,9 +93,9 @@ def check_run(run: EvaluationRun, criteria: list[SuccessCriterion]) -> RunCheck:
 
 
 def ga_gate(rollout: Rollout) -> GaGate:
-    """Two queries whatever the number of runs."""
+    """Two queries whatever the number of runs (one when the rollout's success criteria are prefetched)."""
     required = rollout.ga_consecutive_runs
-    criteria = list(SuccessCriterion.objects.filter(rollout=rollout))
+    criteria = list(rollout.success_criteria.all())  # prefetched on the rollout page, else one query
     # By phase id, not kind through a join: the (rollout, phase, arm, finished_at) index then yields the newest
     # runs first, instead of a walk back through every run of the rollout.
     limited_beta = Phase.objects.filter(rollout=rollout, kind=PhaseKind.LIMITED_BETA)
@@ -348,12 +349,13 @@ def trigger_statuses(rollout: Rollout, phase: Phase | None) -> list[TriggerStatu
 
 
 def trigger_panel(rollout: Rollout) -> TriggerPanel:
-    phase = rollout.phases.filter(status=PhaseStatus.ACTIVE).first()
+    """On the rollout page, the active phase and open incidents come from what its selector already loaded."""
+    phase = active_phase(rollout)
     return TriggerPanel(
         rollout=rollout,
         phase=phase,
         triggers=trigger_statuses(rollout, phase),
-        open_incidents=list(rollout.incidents.filter(status=IncidentStatus.OPEN).select_related("phase")),
+        open_incidents=open_incidents(rollout),
         ga=ga_gate(rollout),
     )
 
@@ -392,14 +394,17 @@ class DeltaReport:
     criteria: dict[str, SuccessCriterion]
 
 
-def deltas(rollout: Rollout, *, finished_before: dt.datetime | None = None) -> DeltaReport:
-    """Per phase and metric: both arms' n, mean, sd and Welch's comparison. Three queries.
+def deltas(
+    rollout: Rollout, *, finished_before: dt.datetime | None = None, days: list[RunDaySummary] | None = None
+) -> DeltaReport:
+    """Per phase and metric: both arms' n, mean, sd and Welch's comparison. Three queries (two given ``days``).
 
-    Up to now, from the per-day summaries (a few hundred rows whatever the number of runs); with
+    Up to now, from the per-day summaries (a few hundred rows whatever the number of runs; ``days`` when the
+    caller already read them with ``day_summaries``); with
     ``finished_before``, only the runs that finished before it, aggregated over the raw runs (the daily report).
     """
     if finished_before is None:
-        by_phase_arm = _summary_aggregates(rollout)
+        by_phase_arm = _summary_aggregates(rollout, days)
     else:
         by_phase_arm = _raw_aggregates(rollout, finished_before)
     criteria = {c.metric: c for c in SuccessCriterion.objects.filter(rollout=rollout)}
@@ -443,10 +448,13 @@ def _raw_aggregates(rollout: Rollout, finished_before: dt.datetime) -> dict[tupl
     return {(row["phase_id"], row["arm"]): row for row in rows}
 
 
-def _summary_aggregates(rollout: Rollout) -> dict[tuple[int, str], dict[str, Any]]:
-    """The same figures as ``_raw_aggregates`` over all runs, from the day summaries."""
+def _summary_aggregates(
+    rollout: Rollout, days: list[RunDaySummary] | None = None
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """The same figures as ``_raw_aggregates`` over all runs, from the day summaries (read here unless given)."""
+    rows = RunDaySummary.objects.filter(rollout=rollout) if days is None else days
     out: dict[tuple[int, str], dict[str, Any]] = {}
-    for key, (runs, metrics) in summaries.moments_of(RunDaySummary.objects.filter(rollout=rollout)).items():
+    for key, (runs, metrics) in summaries.moments_of(rows).items():
         row: dict[str, Any] = {"runs": runs}
         for name, m in metrics.items():
             row[f"{name}__n"], row[f"{name}__mean"], row[f"{name}__var"] = m.n, m.mean, m.variance
@@ -473,45 +481,81 @@ class TrendData:
     points: list[TrendPoint]
     bucket: str | None  # None: one point per run; "hour" or "day": means per bucket
     phase_starts: list[tuple[str, dt.datetime]] = field(default_factory=list)
+    first: dt.datetime | None = None  # when the first and the last run finished (None without runs)
+    last: dt.datetime | None = None
 
 
-def trend_data(rollout: Rollout, phases: Iterable[Phase]) -> TrendData:
+def day_summaries(rollout: Rollout) -> list[RunDaySummary]:
+    """The rollout's day summaries, oldest day first: one query, a few hundred rows whatever the number of runs."""
+    return list(RunDaySummary.objects.filter(rollout=rollout).order_by("day", "phase_id", "arm"))
+
+
+def _day_points(days: list[RunDaySummary], kinds: dict[int, str]) -> list[TrendPoint]:
+    return [
+        TrendPoint(
+            summaries.day_start(d.day),
+            d.arm,
+            kinds.get(d.phase_id, ""),
+            {k: summaries.mean_of(d, k) for k in METRIC_KEYS},
+            runs=d.runs,
+        )
+        for d in days
+    ]
+
+
+def trend_data(rollout: Rollout, phases: Iterable[Phase], *, days: list[RunDaySummary] | None = None) -> TrendData:
     """Runs over time per arm; above ``MAX_CHART_POINTS`` runs, means per hour (within four days) or day.
 
-    One query over the day summaries when the runs span more than four days and exceed the chart's points;
-    otherwise (a bounded number of runs or days) three, the last two reading the runs."""
+    Three queries whatever the number of runs (two when the caller passes the ``day_summaries``): the day
+    summaries; one over the runs, which gives either each run (up to ``MAX_CHART_POINTS`` of them), or their hourly
+    means when they lie within a few days, or else (the day buckets come from the summaries) only when the first and
+    the last finished, through the ``(rollout, finished_at)`` index; and the phases' activity periods."""
+    phases = list(phases)
     kinds = {p.pk: p.kind for p in phases}
     runs = EvaluationRun.objects.filter(rollout=rollout)
-    days = list(RunDaySummary.objects.filter(rollout=rollout).order_by("day", "phase_id", "arm"))
+    days = day_summaries(rollout) if days is None else sorted(days, key=lambda d: (d.day, d.phase_id, d.arm))
     n = sum(d.runs for d in days)
     points: list[TrendPoint] = []
     bucket = None
-    first_by_phase: dict[str, dt.datetime] = {}
-    if n and days[-1].day - days[0].day > dt.timedelta(days=4) and n > MAX_CHART_POINTS:
-        # More than four days apart: day buckets, straight from the summaries.
-        bucket = "day"
-        for d in days:
-            values = {k: summaries.mean_of(d, k) for k in METRIC_KEYS}
-            points.append(TrendPoint(summaries.day_start(d.day), d.arm, kinds.get(d.phase_id, ""), values, runs=d.runs))
-        n = 0
-    if n:
-        span = runs.aggregate(first=Min("finished_at"), last=Max("finished_at"))
-    if n and n <= MAX_CHART_POINTS:
+    first = last = None
+    if n <= MAX_CHART_POINTS:
         for row in runs.order_by("finished_at", "id").values("finished_at", "arm", "phase_id", *METRIC_KEYS):
             kind = kinds.get(row["phase_id"], "")
             points.append(TrendPoint(row["finished_at"], row["arm"], kind, {k: row[k] for k in METRIC_KEYS}))
-    elif n:
-        bucket = "hour" if span["last"] - span["first"] <= dt.timedelta(days=4) else "day"
-        trunc = TruncHour if bucket == "hour" else TruncDay
-        rows = (
-            runs.annotate(at=trunc("finished_at"))
+        if points:
+            first, last = points[0].at, points[-1].at
+    elif days[-1].day - days[0].day <= dt.timedelta(days=4):
+        # Within five UTC days: hourly means over the raw runs (a bounded stretch), with the exact span in the same
+        # query; a span above four days after all falls back to the summaries' day buckets.
+        rows = list(
+            runs.annotate(at=TruncHour("finished_at"))
             .values("at", "arm", "phase_id")
-            .annotate(n=Count("id"), **{k: Avg(k) for k in METRIC_KEYS})
+            .annotate(
+                n=Count("id"),
+                first=Min("finished_at"),
+                last=Max("finished_at"),
+                **{k: Avg(k) for k in METRIC_KEYS},
+            )
             .order_by("at", "phase_id", "arm")
         )
-        for row in rows:
-            kind = kinds.get(row["phase_id"], "")
-            points.append(TrendPoint(row["at"], row["arm"], kind, {k: row[k] for k in METRIC_KEYS}, runs=row["n"]))
+        if rows:
+            first, last = min(r["first"] for r in rows), max(r["last"] for r in rows)
+        if rows and last - first <= dt.timedelta(days=4):
+            bucket = "hour"
+            for row in rows:
+                kind = kinds.get(row["phase_id"], "")
+                values = {k: row[k] for k in METRIC_KEYS}
+                points.append(TrendPoint(row["at"], row["arm"], kind, values, runs=row["n"]))
+        else:
+            bucket = "day"
+            points = _day_points(days, kinds)
+    else:
+        # More than four days apart: day buckets, straight from the summaries.
+        bucket = "day"
+        points = _day_points(days, kinds)
+        span = runs.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+        first, last = span["first"], span["last"]
+    first_by_phase: dict[str, dt.datetime] = {}
     for point in points:
         first_by_phase.setdefault(point.phase_kind, point.at)
     starts = []
@@ -523,7 +567,7 @@ def trend_data(rollout: Rollout, phases: Iterable[Phase]) -> TrendData:
         # A phase starts where its activity period starts (every run lies inside one).
         label = phase.get_kind_display() + (f" (re-entry {period.ordinal - 1})" if period.ordinal > 1 else "")
         starts.append((label, period.entered_at))
-    return TrendData(points=points, bucket=bucket, phase_starts=starts)
+    return TrendData(points=points, bucket=bucket, phase_starts=starts, first=first, last=last)
 
 
 # --- Runs ---------------------------------------------------------------------------------

@@ -44,9 +44,10 @@ def deltas(request: HttpRequest, slug: str) -> HttpResponse:
     # The figures look back: from the replica when there is one (the rollout itself from the primary, so a
     # rollout created a moment ago never 404s on replication lag).
     with replica_reads():
-        report = selectors.deltas(rollout)
+        days = selectors.day_summaries(rollout)  # read once: the deltas and the trend charts both use them
+        report = selectors.deltas(rollout, days=days)
         phases = [p.phase for p in report.phases]
-        trend = selectors.trend_data(rollout, phases)
+        trend = selectors.trend_data(rollout, phases, days=days)
         return render(
             request,
             "evaluations/deltas.html",

@@ -37,7 +37,7 @@ from rollout.models import (
     RolloutStatus,
 )
 from rollout.roles import LEAD_ROLES, Role, user_roles
-from rollout.services import PLAN_FIELDS, next_target, reentry_target
+from rollout.services import PLAN_FIELDS, active_phase, next_target, reentry_target
 
 from . import jobs, retention
 from .ledger import canonical_json
@@ -336,7 +336,7 @@ def gates_for(
     if kind == RequestKind.REENTRY:
         return reentry_gates(rollout, target, sign_offs=sign_offs)
     now = now or timezone.now()
-    phases = {p.kind: p for p in Phase.objects.filter(rollout=rollout)}
+    phases = {p.kind: p for p in rollout.phases.all()}  # prefetched on the rollout page, else one query
     current = next((p for p in phases.values() if p.status == PhaseStatus.ACTIVE), None)
     expected = next_target(rollout, current)
     where = current.get_kind_display() if current else "no active phase"
@@ -630,10 +630,12 @@ class RolloutGovernance:
 
 def rollout_governance(rollout: Rollout) -> RolloutGovernance:
     state = sign_off_state(rollout)
-    current = rollout.phases.filter(status=PhaseStatus.ACTIVE).first()
+    current = active_phase(rollout)
     target, kind = next_step(rollout, current)
     config = approver_config(rollout)
     pending = pending_request(rollout)
+    if pending is not None:
+        pending.rollout = rollout  # the page's rollout: its gates read the phases it prefetched
     view = transition_view(pending, config=config, sign_offs=state) if pending else None
     return RolloutGovernance(
         rollout=rollout,
@@ -985,7 +987,10 @@ class RolloutCompliance:
 
 def rollout_compliance(rollout: Rollout) -> RolloutCompliance:
     """The rollout page's retention and delta-report line. Two queries."""
+    last_report = DailyDeltaReport.objects.filter(rollout=rollout).order_by("-report_date").first()
+    if last_report is not None:
+        last_report.rollout = rollout  # its link needs the slug: no query for the rollout again
     return RolloutCompliance(
         hold=LegalHold.objects.filter(rollout=rollout, released_at__isnull=True).first(),
-        last_report=DailyDeltaReport.objects.filter(rollout=rollout).order_by("-report_date").first(),
+        last_report=last_report,
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Case, Count, OuterRef, Prefetch, Q, QuerySet, Subquery, When
+from django.db import connection
+from django.db.models import Case, CharField, Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.shortcuts import get_object_or_404
 
 from .models import (
@@ -25,6 +27,7 @@ from .models import (
     IncidentStep,
     Phase,
     PhaseFeedback,
+    PhaseKind,
     PhasePeriod,
     PhaseStatus,
     Rollout,
@@ -128,44 +131,101 @@ def _flag_rows(rollout: Rollout, flags: list[FeatureFlag], cohorts: list[Cohort]
     return result, sum(n for _, n, _ in kill.cells) if kill else 0
 
 
+def _choice_label(field: str, choices: list[tuple[str, str]]) -> Case:
+    return Case(*(When(**{field: value}, then=Value(str(label))) for value, label in choices), default=F(field))
+
+
 def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
-    """The newest history records of the rollout and its parts, one query per tracked model."""
+    """The newest history records of the rollout and its parts: one query, a ``UNION ALL`` of each tracked model's
+    newest ``limit`` records (as many rows at most whatever the history's length)."""
     sources = [
-        (Rollout.history.filter(id=rollout.pk), "Rollout", lambda r: r.name),
-        (Phase.history.filter(rollout_id=rollout.pk), "Phase", lambda r: r.get_kind_display()),
-        (ChecklistItem.history.filter(rollout_id=rollout.pk), "Checklist item", lambda r: r.title),
+        (Rollout.history.filter(id=rollout.pk), "Rollout", F("name")),
+        (Phase.history.filter(rollout_id=rollout.pk), "Phase", _choice_label("kind", PhaseKind.choices)),
+        (ChecklistItem.history.filter(rollout_id=rollout.pk), "Checklist item", F("title")),
         (
-            FlagExposure.history.filter(flag__rollout=rollout).select_related("flag", "tenant"),
+            FlagExposure.history.filter(flag__rollout=rollout),
             "Flag exposure",
-            lambda r: f"{r.flag.key} {'on' if r.enabled else 'off'} for {r.tenant.name}",
+            Concat(
+                F("flag__key"),
+                Case(When(enabled=True, then=Value(" on for ")), default=Value(" off for ")),
+                F("tenant__name"),
+            ),
         ),
-        (Communication.history.filter(rollout_id=rollout.pk), "Communication", lambda r: r.title),
-        (Incident.history.filter(rollout_id=rollout.pk), "Incident", lambda r: r.title),
-        (Cohort.history.filter(rollout_id=rollout.pk), "Cohort", lambda r: r.name),
+        (Communication.history.filter(rollout_id=rollout.pk), "Communication", F("title")),
+        (Incident.history.filter(rollout_id=rollout.pk), "Incident", F("title")),
+        (Cohort.history.filter(rollout_id=rollout.pk), "Cohort", F("name")),
     ]
-    entries = []
-    for qs, label, describe in sources:
-        for record in qs.select_related("history_user").order_by("-history_date", "-history_id")[:limit]:
-            entries.append(
-                {
-                    "at": record.history_date,
-                    "model": label,
-                    "object": describe(record),
-                    "type": {"+": "created", "~": "changed", "-": "deleted"}[record.history_type],
-                    "user": record.history_user.get_username() if record.history_user else "system",
-                    "reason": record.history_change_reason or "",
-                }
-            )
-    entries.sort(key=lambda e: e["at"], reverse=True)
-    return entries[:limit]
+    # PostgreSQL takes each part's newest ``limit`` rows; SQLite (the embedded demo database) cannot limit the parts
+    # of a compound statement, so it unions whole (small) histories.
+    per_part = connection.features.supports_slicing_ordering_in_compound
+    parts = [
+        qs.annotate(
+            source=Value(index),
+            label=Value(label),
+            described=Cast(describe, CharField()),
+            username=Coalesce(F("history_user__username"), Value("system")),
+        )
+        .values(
+            "history_date",
+            "history_id",
+            "history_type",
+            "history_change_reason",
+            "source",
+            "label",
+            "described",
+            "username",
+        )
+        .order_by(*(("-history_date", "-history_id") if per_part else ()))[: limit if per_part else None]
+        for index, (qs, label, describe) in enumerate(sources)
+    ]
+    # Newest first; at the same moment in the order of the sources above, then the newest record.
+    rows = parts[0].union(*parts[1:], all=True).order_by("-history_date", "source", "-history_id")[:limit]
+    return [
+        {
+            "at": r["history_date"],
+            "model": r["label"],
+            "object": r["described"],
+            "type": {"+": "created", "~": "changed", "-": "deleted"}[r["history_type"]],
+            "user": r["username"],
+            "reason": r["history_change_reason"] or "",
+        }
+        for r in rows
+    ]
+
+
+OPEN_INCIDENTS = "open_incidents_loaded"
+
+
+def open_incidents(rollout: Rollout) -> list[Incident]:
+    """The rollout's open incidents (with their phase): the ones ``rollout_detail`` prefetched, else one query."""
+    loaded = getattr(rollout, OPEN_INCIDENTS, None)
+    if loaded is not None:
+        return list(loaded)
+    return list(rollout.incidents.filter(status=IncidentStatus.OPEN).select_related("phase"))
 
 
 def rollout_detail(slug: str) -> RolloutDetail:
-    rollout = get_object_or_404(Rollout.objects.select_related("owner"), slug=slug)
-    # Each phase with its activity periods (the timeline shows every entry, re-entries included).
-    phases = list(
-        rollout.phases.prefetch_related(Prefetch("periods", queryset=PhasePeriod.objects.order_by("ordinal")))
+    # The phases (each with its activity periods: the timeline shows every entry, re-entries included) and the open
+    # incidents go into the rollout's prefetch caches: the panels (``active_phase``, ``open_incidents``, the gates)
+    # read them from there instead of querying again.
+    rollout = get_object_or_404(
+        Rollout.objects.select_related("owner").prefetch_related(
+            Prefetch(
+                "phases",
+                queryset=Phase.objects.prefetch_related(
+                    Prefetch("periods", queryset=PhasePeriod.objects.order_by("ordinal"))
+                ),
+            ),
+            Prefetch(
+                "incidents",
+                queryset=Incident.objects.filter(status=IncidentStatus.OPEN).select_related("phase"),
+                to_attr=OPEN_INCIDENTS,
+            ),
+            "success_criteria",  # the GA gate's
+        ),
+        slug=slug,
     )
+    phases = list(rollout.phases.all())
     current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
     rolled_back = next((p for p in reversed(phases) if p.status == PhaseStatus.ROLLED_BACK), None)
     items = list(rollout.checklist_items.select_related("completed_by"))
@@ -185,7 +245,7 @@ def rollout_detail(slug: str) -> RolloutDetail:
         kill_switch_on=kill_on,
         member_count=sum(c.member_count for c in cohorts),
         communications=list(rollout.communications.select_related("author")[:10]),
-        open_incidents=list(rollout.incidents.filter(status=IncidentStatus.OPEN).select_related("phase")),
+        open_incidents=open_incidents(rollout),
         escalation=list(rollout.escalation_contacts.all()),
         history=rollout_history(rollout),
     )

@@ -139,6 +139,10 @@ def _moment(now: dt.datetime | None, current: Phase | None) -> dt.datetime:
 
 
 def active_phase(rollout: Rollout) -> Phase | None:
+    """The active phase; from the rollout's prefetched phases when a page's selector loaded them (no query)."""
+    cached = getattr(rollout, "_prefetched_objects_cache", {}).get("phases")
+    if cached is not None:
+        return next((p for p in cached if p.status == PhaseStatus.ACTIVE), None)
     return rollout.phases.filter(status=PhaseStatus.ACTIVE).first()
 
 

@@ -2,15 +2,21 @@
 
 from django.db import migrations, models
 
+from config.migration_operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY on PostgreSQL (config/migration_operations.py): the runs table keeps taking writes
+    # while the index builds; PostgreSQL refuses CONCURRENTLY inside a transaction.
+    atomic = False
+
     dependencies = [
         ("evaluations", "0004_trigger_firing_permissions"),
         ("rollout", "0003_webhooks"),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name="evaluationrun",
             index=models.Index(fields=["rollout", "finished_at", "id"], name="run_rollout_finished"),
         ),

@@ -2,19 +2,25 @@
 
 from django.db import migrations, models
 
+from config.migration_operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY on PostgreSQL (config/migration_operations.py): the runs table keeps taking writes
+    # while the index builds; PostgreSQL refuses CONCURRENTLY inside a transaction.
+    atomic = False
+
     dependencies = [
         ("evaluations", "0007_run_late"),
         ("rollout", "0004_outbox"),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name="evaluationrun",
             index=models.Index(fields=["rollout", "run_id"], name="run_rollout_run_id"),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name="evaluationrun",
             index=models.Index(fields=["rollout", "conversations", "id"], name="run_rollout_conversations"),
         ),

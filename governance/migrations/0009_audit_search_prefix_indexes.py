@@ -2,22 +2,28 @@
 
 from django.db import migrations, models
 
+from config.migration_operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY on PostgreSQL (config/migration_operations.py): the ledger table keeps taking writes
+    # while the index builds; PostgreSQL refuses CONCURRENTLY inside a transaction.
+    atomic = False
+
     dependencies = [
         ("governance", "0008_review_reassigned_by"),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name="auditevent",
             index=models.Index(fields=["actor_name"], name="audit_actor_prefix", opclasses=["varchar_pattern_ops"]),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name="auditevent",
             index=models.Index(fields=["action"], name="audit_action_prefix", opclasses=["varchar_pattern_ops"]),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name="auditevent",
             index=models.Index(
                 fields=["object_repr"], name="audit_object_repr_prefix", opclasses=["varchar_pattern_ops"]

@@ -99,6 +99,33 @@ def test_deltas_page_buckets_many_runs_with_the_same_queries(viewer, canary, dja
     assert "Means per" in html
 
 
+def test_deltas_page_makes_the_same_queries_whichever_way_the_trend_is_drawn(
+    viewer, canary, django_assert_num_queries, monkeypatch
+):
+    """One point per run, hourly means over the raw runs, day buckets from the summaries: the trend switches
+    strategy with the data (here at 10 points instead of 1,500), the page's query count does not (P12)."""
+    from evaluations import selectors
+
+    monkeypatch.setattr(selectors, "MAX_CHART_POINTS", 10)
+    url = f"/rollouts/{canary.slug}/deltas/"
+    add_runs(canary, 4)
+    viewer.get(url)
+    with CaptureQueriesContext(connection) as small:
+        response = viewer.get(url)
+    assert response.context["trend"].bucket is None
+    add_runs(canary, 30, offset=50)  # 34 runs within four days
+    with django_assert_num_queries(len(small)):
+        response = viewer.get(url)
+    assert response.context["trend"].bucket == "hour"
+    add_runs(canary, 10, offset=8 * 24)  # and ten eight days back
+    with django_assert_num_queries(len(small)):
+        response = viewer.get(url)
+    trend = response.context["trend"]
+    assert trend.bucket == "day" and sum(p.runs for p in trend.points) == 44
+    assert trend.first == EvaluationRun.objects.order_by("finished_at").first().finished_at
+    assert trend.last == EvaluationRun.objects.order_by("finished_at").last().finished_at
+
+
 def test_run_page_shows_metrics_and_paginated_outputs_then_purged(viewer, canary, django_assert_num_queries):
     add_runs(canary, 1, outputs=3)
     r = EvaluationRun.objects.get()

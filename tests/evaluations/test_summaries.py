@@ -132,7 +132,8 @@ def test_day_buckets_of_the_trend_come_from_the_summaries_and_equal_the_raw_mean
     monkeypatch.setattr(selectors, "MAX_CHART_POINTS", 10)
     _ingest(canary, 90, seed=11, days=20)
     phases = list(canary.phases.all())
-    with django_assert_max_num_queries(2):  # the day summaries, and the phases' activity periods
+    # The day summaries, the first and last run's moment (two index probes), and the phases' activity periods.
+    with django_assert_max_num_queries(3):
         trend = selectors.trend_data(canary, phases)
     assert trend.bucket == "day"
     kinds = {p.pk: p.kind for p in phases}

@@ -189,3 +189,27 @@ def test_query_count_is_the_same_at_two_data_sizes(client_for, users, tenants, p
     with django_assert_num_queries(small):
         response = client.get(url)
     assert response.status_code == 200
+
+
+def test_rollout_page_makes_a_fixed_number_of_queries_at_two_sizes(
+    client_for, users, tenants, django_assert_num_queries
+):
+    """The rollout page with every panel (an auditor sees the compliance panel too): its recent changes are one
+    query over all tracked models, and the panels read the active phase, open incidents and success criteria from
+    what the page's selector prefetched."""
+    client = client_for(Role.AUDITOR)
+    _grow(users, n_rollouts=1, n_tenants=0)
+    _add_notes(users, 1)
+    url = _url("detail")
+    client.get(url)  # the session's first request
+    with django_assert_num_queries(38):
+        assert client.get(url).status_code == 200
+    _grow(users, n_rollouts=3, n_tenants=12)
+    _add_notes(users, 8)
+    with django_assert_num_queries(38):
+        response = client.get(url)
+    history = response.context["d"].history
+    assert len(history) == 10
+    assert [h["at"] for h in history] == sorted((h["at"] for h in history), reverse=True)
+    assert history[0]["model"] == "Communication" and history[0]["object"] == "u7"
+    assert history[0]["type"] == "created" and history[0]["user"] == "rollout-admin"
