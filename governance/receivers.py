@@ -320,8 +320,16 @@ def ledger_mfa_recovery_code_used(sender, request=None, user=None, authenticator
 
 @receiver(authentication_step_completed, dispatch_uid="governance.ledger.reauthenticated")
 def ledger_reauthenticated(sender, request=None, user=None, method: str = "", **kwargs) -> None:
-    """A re-authentication (password or second factor) before a decision; a login's steps are not entries."""
-    if not kwargs.get("reauthenticated"):
+    """A re-authentication before a decision: the password or the second factor (allauth marks them), or a new round
+    trip to the identity provider by a user already logged in as that user. A login's steps are not entries."""
+    again_at_provider = (
+        method == "socialaccount"
+        and request is not None
+        and getattr(request, "user", None) is not None
+        and request.user.is_authenticated
+        and request.user.pk == user.pk
+    )
+    if not kwargs.get("reauthenticated") and not again_at_provider:
         return
     name = str(kwargs.get("type", "mfa")) if method == "mfa" else {"socialaccount": "oidc"}.get(method, method)
     _user_entry(

@@ -22,6 +22,7 @@ from allauth.account.forms import LoginForm as AllauthLoginForm
 from allauth.account.views import LoginView as AllauthLoginView
 from allauth.core import context as allauth_context
 from allauth.mfa.adapter import DefaultMFAAdapter
+from allauth.mfa.stages import AuthenticateStage
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django import forms
 from django.conf import settings
@@ -41,6 +42,13 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         return False
+
+    def get_login_stages(self) -> list[str]:
+        """allauth's stages, with its second-factor step skipped when the identity provider checked one."""
+        return [
+            "rollout.auth.MfaAuthenticateStage" if stage == "allauth.mfa.stages.AuthenticateStage" else stage
+            for stage in super().get_login_stages()
+        ]
 
     def is_reauthentication_required(self, *, app: str, **kwargs: Any) -> bool:
         """Setting up or changing a second factor right after logging in needs no second password prompt: any
@@ -239,6 +247,13 @@ class MfaEnrolmentMiddleware:
             fail_silently=True,
         )
         return redirect("mfa_activate_totp")
+
+
+class MfaAuthenticateStage(AuthenticateStage):
+    """The login's second-factor step, unless the provider's ID token said it checked one (``amr``)."""
+
+    def _should_handle(self, request: HttpRequest) -> bool:
+        return not provider_asserted_mfa(request) and super()._should_handle(request)
 
 
 class MfaAdapter(DefaultMFAAdapter):

@@ -195,3 +195,20 @@ def test_production_enforces_by_default_and_the_setting_turns_it_off():
 
     assert enforced() == "True 300 True\n"
     assert enforced(MFA_ENFORCED="false", REAUTH_MAX_AGE="120", LOCAL_LOGIN_ENABLED="false") == "False 120 False\n"
+
+
+def test_the_login_step_of_the_second_factor_is_skipped_when_the_provider_checked_one(rf, users):
+    from allauth.account.models import Login
+    from allauth.mfa.models import Authenticator as A
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from rollout.auth import MfaAuthenticateStage
+
+    lead = users[Role.SRE_LEAD.value]
+    A.objects.create(user=lead, type=A.Type.TOTP, data={"secret": pyotp.random_base32()})
+    request = rf.get("/")
+    request.session = SessionStore()
+    stage = MfaAuthenticateStage(controller=None, request=request, login=Login(user=lead))
+    assert stage._should_handle(request) is True
+    request.session["oidc_amr"] = ["pwd", "mfa"]
+    assert stage._should_handle(request) is False
