@@ -10,6 +10,7 @@ from typing import Any
 
 from allauth.account.signals import authentication_step_completed
 from allauth.mfa import signals as mfa_signals
+from allauth.socialaccount.signals import pre_social_login
 from axes.signals import user_locked_out
 from celery.signals import task_postrun, task_prerun
 from django.conf import settings
@@ -318,17 +319,20 @@ def ledger_mfa_recovery_code_used(sender, request=None, user=None, authenticator
     _user_entry("auth.mfa_recovery_code_used", user, after={"unused_codes": left}, reason="A recovery code was used")
 
 
+@receiver(pre_social_login, dispatch_uid="governance.ledger.provider_reauth")
+def _mark_provider_reauthentication(sender, request, sociallogin, **kwargs) -> None:
+    """A user already logged in comes back from the provider as themselves (the round trip a decision asks for):
+    allauth logs them out and in again, so remember it before it does."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and sociallogin.is_existing and sociallogin.user.pk == user.pk:
+        request._rgd_provider_reauth = user.pk
+
+
 @receiver(authentication_step_completed, dispatch_uid="governance.ledger.reauthenticated")
 def ledger_reauthenticated(sender, request=None, user=None, method: str = "", **kwargs) -> None:
     """A re-authentication before a decision: the password or the second factor (allauth marks them), or a new round
     trip to the identity provider by a user already logged in as that user. A login's steps are not entries."""
-    again_at_provider = (
-        method == "socialaccount"
-        and request is not None
-        and getattr(request, "user", None) is not None
-        and request.user.is_authenticated
-        and request.user.pk == user.pk
-    )
+    again_at_provider = method == "socialaccount" and getattr(request, "_rgd_provider_reauth", None) == user.pk
     if not kwargs.get("reauthenticated") and not again_at_provider:
         return
     name = str(kwargs.get("type", "mfa")) if method == "mfa" else {"socialaccount": "oidc"}.get(method, method)

@@ -172,3 +172,49 @@ def test_a_user_of_the_provider_is_sent_to_the_provider_with_max_age(client, can
     response = decide(client, canary_request, "sre-lead")
     assert response["Location"].startswith("/accounts/oidc/corp/login/?process=login&next=")
     assert "auth_params=max_age%3D0%26prompt%3Dlogin" in response["Location"]
+
+
+# --- With the identity provider (tests/oidc: a real oidc-provider on loopback) ---------------------------------------
+
+
+@pytest.mark.postgres
+def test_the_providers_mfa_counts_and_a_decision_round_trips_to_the_provider(
+    client, canary_request, settings, oidc_provider
+):
+    from tests.oidc.dashboard import configure, idp_user, walk
+
+    configure(settings, oidc_provider)
+    settings.MFA_ENFORCED = True
+    oidc_provider.set_users(idp_user("ada", "idp-sre-leads", amr=("pwd", "mfa")))
+    w = walk(client, oidc_provider)
+    assert w.login("ada").status_code == 302
+    assert client.session["oidc_amr"] == ["pwd", "mfa"]
+    assert client.get("/").status_code == 200  # no enrolment: the provider checked a second factor
+
+    age_last_authentication(client, 301)
+    url = canary_request.get_absolute_url()
+    response = decide(client, canary_request, "sre-lead")
+    login_url = response["Location"]
+    assert login_url.startswith(f"/accounts/oidc/{settings.OIDC_PROVIDER_ID}/login/?process=login&next=")
+    assert not TransitionApproval.objects.filter(role="sre-lead").exists()
+    # The provider is asked to authenticate anew (max_age=0, prompt=login), then the browser comes back.
+    authorize = client.post(login_url)["Location"]
+    assert "max_age=0" in authorize and "prompt=login" in authorize
+    back = w.callback(w.sign_in(authorize, "ada"))
+    assert (back.status_code, back["Location"]) == (302, url)
+    reauth = AuditEvent.objects.get(action="auth.reauthenticated")
+    assert (reauth.actor_name, reauth.after) == ("ada", {"method": "oidc", "max_age_seconds": 300})
+    decide(client, canary_request, "sre-lead")
+    entry = AuditEvent.objects.get(action="transition.approve", actor_name="ada")
+    assert entry.after["auth"]["method"] == "oidc"
+
+
+@pytest.mark.postgres
+def test_without_mfa_in_amr_a_lead_of_the_provider_enrols_locally(client, users, settings, oidc_provider):
+    from tests.oidc.dashboard import configure, idp_user, walk
+
+    configure(settings, oidc_provider)
+    settings.MFA_ENFORCED = True
+    oidc_provider.set_users(idp_user("bo", "idp-sre-leads", amr=("pwd",)))
+    walk(client, oidc_provider).login("bo")
+    assert client.get("/")["Location"] == "/accounts/2fa/totp/activate/"
