@@ -212,3 +212,26 @@ def test_the_login_step_of_the_second_factor_is_skipped_when_the_provider_checke
     assert stage._should_handle(request) is True
     request.session["oidc_amr"] = ["pwd", "mfa"]
     assert stage._should_handle(request) is False
+
+
+def test_the_admin_action_asks_for_a_reason_and_resets(client, users):
+    lead = users[Role.SRE_LEAD.value]
+    Authenticator.objects.create(user=lead, type=Authenticator.Type.TOTP, data={"secret": pyotp.random_base32()})
+    root = make_user("root", is_superuser=True, is_staff=True)
+    client.force_login(root)
+    url = "/admin/auth/user/"
+    page = client.post(url, {"action": "reset_second_factor", "_selected_action": [lead.pk]})
+    assert page.status_code == 200 and "Reset the second factor" in page.content.decode()
+    assert Authenticator.objects.filter(user=lead).exists()
+    response = client.post(
+        url, {"action": "reset_second_factor", "_selected_action": [lead.pk], "reason": "Lost phone, ticket 4712"}
+    )
+    assert response.status_code == 302
+    assert not Authenticator.objects.filter(user=lead).exists()
+    entry = AuditEvent.objects.get(action="auth.mfa_reset")
+    assert (entry.actor_name, entry.object_repr, entry.reason, entry.before) == (
+        "root",
+        "sre-lead",
+        "Lost phone, ticket 4712",
+        {"types": ["totp"]},
+    )
