@@ -14,6 +14,8 @@ from celery.schedules import crontab
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
+from config import oidc as oidc_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -87,6 +89,8 @@ MIDDLEWARE = [
     "rollout.middleware.SessionLifetimeMiddleware",
     # Who acts and under which request id, for the audit ledger.
     "governance.middleware.AuditContextMiddleware",
+    # After an OIDC login whose groups map to no role: only the page saying so (governance/oidc.py).
+    "governance.oidc.NoRoleMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     # Displayed times in the reader's zone (their preference, else their browser's); UTC on hover.
     "rollout.middleware.TimeZoneMiddleware",
@@ -211,7 +215,6 @@ LOGIN_URL = "login"
 # offers the provider, and the form admits only a superuser (the break-glass account).
 LOCAL_LOGIN_ENABLED = env.bool("LOCAL_LOGIN_ENABLED", default=True)
 ACCOUNT_ADAPTER = "rollout.auth.AccountAdapter"
-SOCIALACCOUNT_ADAPTER = "rollout.auth.SocialAccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"username"}
 ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*"]
 ACCOUNT_EMAIL_VERIFICATION = "none"
@@ -225,6 +228,42 @@ ACCOUNT_AUTHENTICATED_LOGIN_REDIRECTS = False
 ACCOUNT_RATE_LIMITS = {"login": None, "login_failed": None}
 ACCOUNT_LOGOUT_REDIRECT_URL = "login"
 SOCIALACCOUNT_ONLY = False
+
+# --- Signing in with the company's identity provider: OpenID Connect (governance/oidc.py, config/oidc.py) -------
+# Unset OIDC_ISSUER: no provider, the login page is the local form (as before). Set: allauth's openid_connect
+# provider, discovery from OIDC_ISSUER/.well-known/openid-configuration, authorization code with PKCE, the
+# client's secret sent with HTTP Basic. Redirect URI to register: https://<host>/accounts/oidc/sso/login/callback/.
+# OIDC_ROLE_MAP maps values of the groups claim (OIDC_GROUPS_CLAIM) to roles: claim=role pairs separated by commas
+# (okta-sre-leads=sre-lead,okta-product=product-lead) or a JSON object; set at every login.
+_oidc = oidc_settings.settings_for(
+    issuer=env.str("OIDC_ISSUER", default=""),
+    client_id=env.str("OIDC_CLIENT_ID", default=""),
+    secret=env.str("OIDC_CLIENT_SECRET", default=""),
+    name=env.str("OIDC_PROVIDER_NAME", default="the identity provider"),
+    role_map=oidc_settings.parse_role_map(env.str("OIDC_ROLE_MAP", default="")),
+    groups_claim=env.str("OIDC_GROUPS_CLAIM", default="groups"),
+    scopes=env.list("OIDC_SCOPES", default=list(oidc_settings.DEFAULT_SCOPES)),
+)
+OIDC_ISSUER = _oidc["OIDC_ISSUER"]
+OIDC_CLIENT_ID = _oidc["OIDC_CLIENT_ID"]
+OIDC_CLIENT_SECRET = _oidc["OIDC_CLIENT_SECRET"]
+OIDC_PROVIDER_NAME = _oidc["OIDC_PROVIDER_NAME"]
+OIDC_PROVIDER_ID = _oidc["OIDC_PROVIDER_ID"]
+OIDC_ROLE_MAP = _oidc["OIDC_ROLE_MAP"]
+OIDC_GROUPS_CLAIM = _oidc["OIDC_GROUPS_CLAIM"]
+OIDC_SCOPES = _oidc["OIDC_SCOPES"]
+SOCIALACCOUNT_PROVIDERS = _oidc["SOCIALACCOUNT_PROVIDERS"]
+# Users are the provider's sub (the SocialAccount's uid): never found or connected by their e-mail address.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_REQUIRED = False
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+# The access token is not kept (the dashboard calls no API of the provider).
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_ADAPTER = "governance.oidc.SocialAccountAdapter"
+# The redirect URI allauth sends is https in production (behind the TLS proxy, X-Forwarded-Proto says so too).
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if PRODUCTION else "http"
 
 # --- Brute force: django-axes on /login/ and /admin/login/ (both go through authenticate()) ---------
 # A username, or a client address, is locked out after AXES_FAILURE_LIMIT failed logins (counted
@@ -432,6 +471,9 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     }
 }
+# The login and logout buttons post to the dashboard, which redirects to the identity provider: its origin joins
+# form-action (which governs the redirect after a form too).
+CONTENT_SECURITY_POLICY = oidc_settings.csp_with_provider(CONTENT_SECURITY_POLICY, OIDC_ISSUER)
 # Powerful browser features the dashboard never uses, switched off for it and anything it embeds.
 PERMISSIONS_POLICY: dict[str, list[str]] = {
     feature: []

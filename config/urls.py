@@ -1,9 +1,9 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from evaluations import api_urls as evaluations_api
 from governance import api_urls as governance_api
+from governance import oidc
 from governance.metrics import MetricsView
 from rollout.auth import LoginView, admin_login
 
@@ -17,11 +17,17 @@ admin.site.login = admin_login
 
 urlpatterns = [
     path("login/", LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Ends the session, and after an OIDC login the provider's too (RP-initiated logout).
+    path("logout/", oidc.logout, name="logout"),
     # allauth's own names for the same two pages.
     path("login/", LoginView.as_view(), name="account_login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="account_logout"),
+    path("logout/", oidc.logout, name="account_logout"),
+    # allauth's openid_connect views with the dashboard's adapter (the ID token's signature always verified, PKCE
+    # insisted on): before allauth's own patterns for the same paths.
+    path("accounts/oidc/<str:provider_id>/login/", oidc.oidc_login, name="openid_connect_login"),
+    path("accounts/oidc/<str:provider_id>/login/callback/", oidc.oidc_callback, name="openid_connect_callback"),
     path("accounts/", include("config.auth_urls")),
+    path("no-role/", oidc.no_role, name="no_role"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_patterns)),
     path("ofrep/v1/", include("evaluations.ofrep_urls")),

@@ -6,4 +6,4 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Governance"
 
     def ready(self) -> None:
-        from . import receivers  # noqa: F401
+        from . import oidc, receivers  # noqa: F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django import forms
+from django.apps import apps
 from django.utils.dateparse import parse_date, parse_datetime
 
 from rollout.inputs import datetime_problem
@@ -15,7 +16,7 @@ from .ledger import KNOWN_ACTIONS
 from .models import Decision, LeadRole, LegalHold, ProcessingRecord, ReviewKind, TransitionTarget
 from .records import EDITABLE_FIELDS
 from .reviews import ASSIGNABLE_ROLES
-from .selectors import AuditFilter
+from .selectors import AuditFilter, HistoryOf, history_of
 
 UTC_HELP = "UTC, e.g. 2025-06-01 or 2025-06-01T14:30Z"
 
@@ -140,6 +141,24 @@ class AuditFilterForm(forms.Form):
     action = forms.CharField(max_length=60, required=False)
     object_type = forms.CharField(max_length=100, required=False, help_text="e.g. rollout.phase")
     object_id = forms.CharField(max_length=64, required=False, label="Object ID")
+    # An object's history with its parts (a transition request and its approvals): the "History" links set it.
+    history_of = forms.CharField(max_length=170, required=False, widget=forms.HiddenInput, label="History of")
+
+    history: HistoryOf | None = None
+
+    def clean_history_of(self) -> str:
+        value = self.cleaned_data.get("history_of", "").strip()
+        if not value:
+            return ""
+        object_type, _, object_id = value.partition(":")
+        try:
+            known = bool(object_id) and "." in object_type and apps.get_model(object_type) is not None
+        except (LookupError, ValueError):
+            known = False
+        if not known or len(object_id) > 64:
+            raise forms.ValidationError(f"History of: give an object as type:id (e.g. rollout.phase:3), not {value!r}.")
+        self.history = history_of(object_type, object_id)
+        return value
 
     def clean(self):
         data = super().clean()
@@ -160,6 +179,8 @@ class AuditFilterForm(forms.Form):
             action=d.get("action", "").strip(),
             object_type=d.get("object_type", "").strip(),
             object_id=d.get("object_id", "").strip(),
+            history_of=d.get("history_of", "") if self.history else "",
+            history_objects=self.history.objects if self.history else (),
         )
 
     @property

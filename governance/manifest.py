@@ -37,7 +37,7 @@ VERSION = 1
 CSV_MARKER = "#" + KIND  # the first cell of a CSV export's first row
 JSONL_KEY = "audit_export_manifest"  # the only key of a JSON Lines export's first line
 # Filters that leave gaps in the sequence; a time range alone does not.
-GAP_FILTERS = ("rollout", "actor", "action", "object_type", "object_id")
+GAP_FILTERS = ("rollout", "actor", "action", "object_type", "object_id", "history_of")
 
 
 def build(
@@ -125,6 +125,8 @@ def _matches(record: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
             return f"its {field} is not {filters[name]!r}"
     if filters.get("object_id") and str(record["object_id"]) != filters["object_id"]:
         return f"its object_id is not {filters['object_id']!r}"
+    if filters.get("history_of") and f"{record['object_type']}:{record['object_id']}" not in filters["history_objects"]:
+        return f"not an entry of the history of {filters['history_of']}"
     return ""
 
 

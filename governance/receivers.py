@@ -23,6 +23,7 @@ from rollout.signals import (
     home_panels,
     plan_changed,
     rollback_recorded,
+    rollout_cancelled,
     rollout_panels,
     rollout_rolled_back,
     status_facts,
@@ -56,6 +57,11 @@ def supersede_sign_offs(sender, rollout, actor, reason, **kwargs) -> dict:
 @receiver(rollback_recorded, dispatch_uid="governance.withdraw_on_rollback")
 def withdraw_on_rollback(sender, rollout, incident, actor=None, **kwargs) -> None:
     services.withdraw_after_rollback(rollout=rollout, incident=incident, actor=actor)
+
+
+@receiver(rollout_cancelled, dispatch_uid="governance.withdraw_on_cancel")
+def withdraw_on_cancel(sender, rollout, actor=None, reason="", **kwargs) -> None:
+    services.withdraw_after_cancel(rollout=rollout, actor=actor, reason=reason)
 
 
 @receiver(rollout_rolled_back, dispatch_uid="governance.ledger.rollback")

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models import Count, Max, Model, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -751,9 +751,13 @@ class AuditFilter:
     action: str = ""
     object_type: str = ""
     object_id: str = ""
+    # "type:id" of an object whose history is asked for, and the objects it covers ("type:id" each): the object
+    # and its parts (``history_objects``), resolved when the filter is made so an export's manifest can name them.
+    history_of: str = ""
+    history_objects: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        values = {
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
             "rollout": self.rollout.slug if self.rollout else None,
@@ -762,6 +766,42 @@ class AuditFilter:
             "object_type": self.object_type or None,
             "object_id": self.object_id or None,
         }
+        if self.history_of:
+            values.update(history_of=self.history_of, history_objects=list(self.history_objects))
+        return values
+
+
+# Objects whose history includes entries of other objects: type -> (what it is called, what its parts are called,
+# the parts' model and the field naming the whole). A transition request's history holds its approvals' decisions.
+HISTORY_PARTS: dict[str, tuple[str, str, type[Model], str]] = {
+    "governance.transitionrequest": ("request", "decision", TransitionApproval, "request_id"),
+}
+
+
+@dataclass(frozen=True)
+class HistoryOf:
+    object_type: str
+    object_id: str
+    label: str
+    parts_label: str
+    objects: tuple[str, ...]
+
+    @property
+    def parts(self) -> int:
+        return len(self.objects) - 1
+
+
+def history_of(object_type: str, object_id: str) -> HistoryOf:
+    """The object and its parts (``HISTORY_PARTS``) as "type:id" keys: at most one query."""
+    keys = [f"{object_type}:{object_id}"]
+    label, parts_label = object_type, "part"
+    if object_type in HISTORY_PARTS:
+        label, parts_label, model, field = HISTORY_PARTS[object_type]
+        part_type = model._meta.label_lower
+        if object_id.isdigit():
+            pks = model.objects.filter(**{field: int(object_id)}).order_by("pk").values_list("pk", flat=True)
+            keys += [f"{part_type}:{pk}" for pk in pks]
+    return HistoryOf(object_type, object_id, f"{label} #{object_id}", parts_label, tuple(keys))
 
 
 def audit_events(filters: AuditFilter) -> QuerySet[AuditEvent]:
@@ -781,6 +821,12 @@ def audit_events(filters: AuditFilter) -> QuerySet[AuditEvent]:
         qs = qs.filter(object_type=filters.object_type)
     if filters.object_id:
         qs = qs.filter(object_id=filters.object_id)
+    if filters.history_of:
+        wanted = Q(pk__in=[])
+        for key in filters.history_objects:
+            object_type, _, object_id = key.partition(":")
+            wanted |= Q(object_type=object_type, object_id=object_id)
+        qs = qs.filter(wanted)
     return qs.order_by("-sequence")
 
 

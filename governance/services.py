@@ -375,6 +375,20 @@ def withdraw_after_rollback(*, rollout: Rollout, incident: Any, actor: Any) -> l
         f"(incident #{incident.pk}: {incident.title}). A rollback voids every pending transition request; "
         "request again once the incident is closed."
     )
+    return _withdraw_pending(rollout, note=note, actor=actor, closed_by="automatic rollback")
+
+
+def withdraw_after_cancel(*, rollout: Rollout, actor: Any, reason: str) -> list[TransitionRequest]:
+    """Inside a cancel's transaction (the rollout row is locked): every open or approved request of the rollout is
+    withdrawn, each with its own ledger entry and a note saying why; a cancelled rollout moves no more."""
+    note = (
+        f"Withdrawn because the rollout was cancelled ({reason.strip()}). "
+        "A cancelled rollout takes no more transitions."
+    )
+    return _withdraw_pending(rollout, note=note, actor=actor, closed_by="rollout cancelled")
+
+
+def _withdraw_pending(rollout: Rollout, *, note: str, actor: Any, closed_by: str) -> list[TransitionRequest]:
     withdrawn = []
     now = timezone.now()
     for request in (
@@ -384,7 +398,7 @@ def withdraw_after_rollback(*, rollout: Rollout, incident: Any, actor: Any) -> l
     ):
         request.status = RequestStatus.WITHDRAWN
         request.closed_at, request.close_reason = now, note
-        request.closed_by_name = actor_name(actor) if actor is not None else "automatic rollback"
+        request.closed_by_name = actor_name(actor) if actor is not None else closed_by
         withdrawn.append(save_tracked(request, action="transition.withdraw", actor=actor, reason=note))
     return withdrawn
 

@@ -54,7 +54,9 @@ class TransitionTable(KeysetTable):
         '<a href="{{ record.get_absolute_url }}">#{{ record.pk }}</a>', verbose_name="#", orderable=True
     )
     move = tables.TemplateColumn(
-        "{{ record.get_from_phase_display }} → <strong>{{ record.get_target_display }}</strong>",
+        # A re-entry goes back into the phase it left: "Canary → Canary" would not say so.
+        "{% if record.is_reentry %}Re-entry into{% else %}{{ record.get_from_phase_display }} →{% endif %} "
+        "<strong>{{ record.get_target_display }}</strong>",
         verbose_name="Move",
         orderable=True,
     )
@@ -74,7 +76,7 @@ class TransitionTable(KeysetTable):
 
     class Meta(KeysetTable.Meta):
         attrs = {"class": "table table-sm table-hover align-middle", "id": "transition-requests"}
-        row_attrs = {"data-request": lambda record: record.pk}
+        row_attrs = {"data-request": lambda record: record.pk, "data-kind": lambda record: record.kind}
 
 
 RECORD_SORTING = Sorting(

@@ -97,6 +97,15 @@ class LoginView(AllauthLoginView):
         context = super().get_context_data(**kwargs)
         context["next"] = context.get("redirect_field_value") or ""
         context["local_login_enabled"] = settings.LOCAL_LOGIN_ENABLED
+        # "Sign in with <name>" when an identity provider is configured (OIDC_ISSUER; governance/oidc.py).
+        context["oidc_provider"] = (
+            {
+                "name": settings.OIDC_PROVIDER_NAME,
+                "url": reverse("openid_connect_login", kwargs={"provider_id": settings.OIDC_PROVIDER_ID}),
+            }
+            if settings.OIDC_ISSUER
+            else None
+        )
         return context
 
 

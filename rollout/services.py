@@ -239,6 +239,7 @@ def rollout_cancel(*, rollout: Rollout, actor: Any, reason: str) -> Rollout:
         current.exited_at = now
         save_tracked(current, actor=actor, reason=reason)
         _close_period(current, ended=PeriodEnd.CANCELLED, actor=actor, reason=reason, now=now)
+    signals.rollout_cancelled.send(sender=Rollout, rollout=rollout, actor=actor, reason=reason)
     return rollout
 
 

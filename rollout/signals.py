@@ -18,6 +18,8 @@ transition_applied = django.dispatch.Signal()  # rollout_id, from_phase, to (a p
 incident_closed = django.dispatch.Signal()  # incident_id
 # Sent inside the rollback's transaction (rollout row locked): governance withdraws the open and approved requests.
 rollback_recorded = django.dispatch.Signal()  # rollout, incident, actor, reason
+# Sent inside the cancel's transaction (rollout row locked): governance withdraws the open and approved requests.
+rollout_cancelled = django.dispatch.Signal()  # rollout, actor, reason
 # A request was refused: governance records it in the audit ledger (repeats aggregated per window).
 # ``reason`` is "permission-denied" (the 403 page), "csrf-failed" or "api" (a 401/403/429 of the API, with
 # ``status`` and ``code``).

@@ -239,9 +239,14 @@ class Journey:
         shutil.rmtree(self.shots, ignore_errors=True)
         self.shots.mkdir(parents=True, exist_ok=True)
         self._shot_no = 0
+        # Every page the journey lands on (main-frame navigations) and the ones ``check`` looked at: a page visited
+        # but never checked fails the journey, so axe-core and the page checks cover every page a journey sees.
+        self.navigated: list[str] = []
+        self.checked_urls: set[str] = set()
         self.page.on("dialog", self._dialog)
         self.page.on("console", self._console)
         self.page.on("response", self._response)
+        self.page.on("framenavigated", self._navigated)
 
     # --- events --------------------------------------------------------------------------------------------------
     def _dialog(self, dialog) -> None:
@@ -251,6 +256,16 @@ class Journey:
     def _console(self, message) -> None:
         if message.type == "error" and "Content Security Policy" in message.text:
             self.csp_violations.append(f"{self.page.url}: {message.text}")
+
+    def _navigated(self, frame) -> None:
+        # The dashboard's own pages only: another loopback server a journey passes through (the test identity
+        # provider's login pages) is not the dashboard's to make accessible.
+        if frame.parent_frame is None and frame.url.startswith(self.base_url + "/"):
+            self.navigated.append(frame.url.split("#")[0])
+
+    def unchecked_pages(self) -> list[str]:
+        """Pages the journey landed on that no ``check`` looked at, in the order first visited."""
+        return list(dict.fromkeys(u for u in self.navigated if u not in self.checked_urls))
 
     def _response(self, response) -> None:
         if response.status >= 500:
@@ -298,6 +313,7 @@ class Journey:
         page = self.page
         page.wait_for_load_state()
         self.visited.append(f"{label}: {page.url}")
+        self.checked_urls.add(page.url.split("#")[0])
         if not page.evaluate("() => typeof window.axe === 'object'"):
             page.add_script_tag(url=AXE_PATH)
         result = page.evaluate(
@@ -332,6 +348,9 @@ class Journey:
 
     def finish(self) -> None:
         problems = list(self.problems)
+        unchecked = self.unchecked_pages()
+        if unchecked:
+            problems.append("pages visited but never checked (axe-core, ids, width):\n  " + "\n  ".join(unchecked))
         if self.guard.blocked:
             problems.append("requests to non-loopback hosts:\n  " + "\n  ".join(self.guard.blocked))
         if self.csp_violations:

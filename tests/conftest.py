@@ -217,3 +217,15 @@ def error_log():
     logging.getLogger().addHandler(handler)
     yield handler.records
     logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
+def oidc_provider():
+    """The test identity provider (tests/oidc/provider.mjs, a real oidc-provider) on a free loopback port, for the
+    session of this worker; stopped at its end."""
+    from tests.oidc import op
+
+    provider = op.start()
+    yield provider
+    provider.stop()
+    provider.log_path.unlink(missing_ok=True)

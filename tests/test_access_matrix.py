@@ -98,6 +98,10 @@ socialaccount_login_error      GET  login  401    401    401    401    401    40
 socialaccount_login_error      POST login  405    405    405    405    405    405    405   | login
 socialaccount_signup           GET  302    302    302    302    302    302    302    302   | 302
 socialaccount_signup           POST 302    302    302    302    302    302    302    302   | 302
+# After an OIDC login whose groups map to no role, every page is this one (governance/oidc.py); anyone else is sent
+# home from it.
+no_role                        GET  login  302    302    302    302    302    302    302   | login
+no_role                        POST login  405    405    405    405    405    405    405   | login
 
 api:docs                       GET  login  200    200    200    200    200    200    200   | login
 api:docs                       POST login  405    405    405    405    405    405    405   | login

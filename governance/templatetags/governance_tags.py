@@ -12,6 +12,7 @@ from django import template
 from django.urls import reverse
 from django.utils import timezone
 
+from governance.selectors import HISTORY_PARTS
 from rollout import timefmt
 from rollout.templatetags.rollout_tags import readable_time, readable_times
 
@@ -22,7 +23,10 @@ register = template.Library()
 def audit_url(obj=None, **filters) -> str:
     """The audit page filtered to ``obj`` (any model instance), or to the given filters."""
     query = dict(filters)
-    if obj is not None:
+    if obj is not None and obj._meta.label_lower in HISTORY_PARTS:
+        # Its history holds its parts' entries too (a request's approvals).
+        query.update(history_of=f"{obj._meta.label_lower}:{obj.pk}")
+    elif obj is not None:
         query.update(object_type=obj._meta.label_lower, object_id=str(obj.pk))
     return reverse("governance:audit") + ("?" + urlencode(query) if query else "")
 

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from evaluations.services import evaluate_triggers, ingest_runs
 from governance import services
-from governance.errors import GateNotMet
+from governance.errors import GateNotMet, RequestClosed
 from governance.models import RequestKind, RequestStatus
 from governance.selectors import gates_for, rollout_governance
 from rollout import services as rollout_services
@@ -132,9 +132,12 @@ def test_a_rolled_back_rollout_can_still_be_cancelled(rolled_back, users):
     rolled_back.refresh_from_db()
     assert rolled_back.status == RolloutStatus.CANCELLED
     assert rollout_governance(rolled_back).next_target is None
-    with pytest.raises(GateNotMet) as refused:
-        services.transition_apply(request=approve(request, users), actor=users[Role.ROLLOUT_ADMIN])
-    assert refused.value.gates[0].key == "state"
+    # The re-entry request went with it (withdrawn, with its note), so nothing can apply it any more.
+    request.refresh_from_db()
+    assert request.status == RequestStatus.WITHDRAWN
+    with pytest.raises(RequestClosed):
+        approve(request, users)
+    assert _failing(rolled_back)[0] == "state"
 
 
 def test_the_rollout_page_offers_re_entry_and_shows_each_period(rolled_back, users, client_for):
@@ -171,3 +174,50 @@ def test_the_api_names_the_re_entry_as_the_next_step(rolled_back, api):
         ("retrospective", False),
         ("sign_off", True),
     ]
+
+
+def test_the_transitions_list_labels_a_re_entry_request(rolled_back, users, client_for):
+    """Found by the journeys: the list read "Canary (internal QA) → Canary (internal QA)", no word of re-entry."""
+    request = services.transition_request_create(
+        rollout=rolled_back, justification="Prompt fixed.", actor=users[Role.ROLLOUT_ADMIN]
+    )
+    html = client_for(Role.AUDITOR).get(f"/rollouts/{rolled_back.slug}/transitions/").content.decode()
+    row = html[html.index(f'data-request="{request.pk}"') :]
+    row = row[: row.index("</tr>")]
+    assert 'data-kind="reentry"' in row
+    assert "Re-entry into <strong>Canary (internal QA)</strong>" in row
+    first = rolled_back.transition_requests.get(kind=RequestKind.ADVANCE, target="canary")
+    advance = html[html.index(f'data-request="{first.pk}"') :]
+    advance = advance[: advance.index("</tr>")]
+    assert 'data-kind="advance"' in advance and "Re-entry" not in advance
+    assert "→ <strong>Canary (internal QA)</strong>" in advance
+
+
+def test_cancelling_withdraws_the_pending_request_with_a_ledger_entry_and_a_note(rolled_back, users):
+    """Found by the journeys: a cancelled rollout kept its approved re-entry request (Approved, Apply…)."""
+    from governance.models import AuditEvent
+    from governance.selectors import my_work
+
+    admin = users[Role.ROLLOUT_ADMIN]
+    request = approve(
+        services.transition_request_create(rollout=rolled_back, justification="Fixed.", actor=admin), users
+    )
+    assert request.status == RequestStatus.APPROVED
+    rollout_services.rollout_cancel(rollout=rolled_back, actor=admin, reason="Superseded by the v2 planner")
+    request.refresh_from_db()
+    note = (
+        "Withdrawn because the rollout was cancelled (Superseded by the v2 planner). "
+        "A cancelled rollout takes no more transitions."
+    )
+    assert (request.status, request.close_reason, request.closed_by_name) == (
+        RequestStatus.WITHDRAWN,
+        note,
+        "rollout-admin",
+    )
+    assert request.closed_at is not None
+    entries = AuditEvent.objects.filter(
+        action="transition.withdraw", object_type="governance.transitionrequest", object_id=str(request.pk)
+    )
+    assert [(e.reason, e.actor_name, e.rollout_id) for e in entries] == [(note, "rollout-admin", rolled_back.pk)]
+    assert my_work(admin).to_apply == []
+    assert rollout_governance(rolled_back).pending is None

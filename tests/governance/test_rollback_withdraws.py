@@ -82,3 +82,19 @@ def test_a_rollback_leaves_closed_requests_alone(in_canary, users, approved_cana
     statuses = dict(TransitionRequest.objects.filter(rollout=in_canary).values_list("pk", "status"))
     assert statuses == {approved_canary.pk: RequestStatus.APPLIED, rejected.pk: RequestStatus.REJECTED}
     assert not AuditEvent.objects.filter(action="transition.withdraw").exists()
+
+
+def test_cancelling_withdraws_the_open_request_and_leaves_closed_ones_alone(in_canary, users, approved_canary):
+    """Found by the journeys: cancelling kept the open request (and it stayed in the leads' "My work")."""
+    from rollout.services import rollout_cancel
+
+    request = _beta_request(in_canary, users, approved=False)
+    assert [r.pk for r, _roles in my_work(users[Role.SRE_LEAD]).decisions] == [request.pk]
+    rollout_cancel(rollout=in_canary, actor=users[Role.ROLLOUT_ADMIN], reason="Product dropped")
+    statuses = dict(TransitionRequest.objects.filter(rollout=in_canary).values_list("pk", "status"))
+    assert statuses == {approved_canary.pk: RequestStatus.APPLIED, request.pk: RequestStatus.WITHDRAWN}
+    request.refresh_from_db()
+    assert request.close_reason.startswith("Withdrawn because the rollout was cancelled (Product dropped).")
+    entries = AuditEvent.objects.filter(action="transition.withdraw")
+    assert [(e.object_id, e.actor_name) for e in entries] == [(str(request.pk), "rollout-admin")]
+    assert my_work(users[Role.SRE_LEAD]).decisions == []

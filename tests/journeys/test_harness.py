@@ -72,6 +72,13 @@ def test_each_check_catches_what_it_is_for(start):
     j.goto("/login/", "clean login page")
     assert j.problems == []
     assert j.guard.requests >= 3  # the page, its CSS and JS, and axe-core itself went through the route
+    # A page landed on and left without a check is reported when the journey finishes.
+    j.page.goto(j.url("/login/?next=/tenants/"))
+    assert j.unchecked_pages() == [f"{j.base_url}/login/?next=/tenants/"]
+    j.goto("/login/", "clean login page again")
+    assert j.unchecked_pages() == [f"{j.base_url}/login/?next=/tenants/"]
+    j.goto("/login/?next=/tenants/", "login, next tenants")
+    assert j.unchecked_pages() == [] and j.problems == []
     j.page.evaluate(
         """() => {
           const b = document.createElement("button"); document.querySelector("main").appendChild(b);

@@ -139,6 +139,7 @@ def ledger_shows_every_step(j, request, *, applied: bool) -> None:
     }
     page.click("#audit-filter >> text=Clear")
     page.wait_for_load_state()
+    j.check("ledger, unfiltered", screenshot=False)
     page.fill("#id_since", request.requested_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     for action, rows in expected.items():
         page.fill("#id_action", action)

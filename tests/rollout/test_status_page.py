@@ -142,3 +142,15 @@ def test_status_page_and_fragment_use_the_same_queries_at_two_sizes(
         )
     with django_assert_num_queries(len(small)):
         assert client.get(url).status_code == 200
+
+
+def test_the_status_page_names_the_readers_zone_not_utc(in_canary, client_for):
+    """Found by the journeys: times are shown in the reader's zone but the page labelled them all "UTC"."""
+    client = client_for(Role.SUPPORT_LEAD)
+    entered = timezone.localtime(in_canary.phases.get(kind="canary").entered_at, timezone.get_fixed_timezone(330))
+    client.cookies["rgd_tz"] = "Asia/Kolkata"
+    for html in (_page(client, in_canary), _page(client, in_canary, live=True)):
+        since = re.search(r"since <time [^>]*>([^<]+)</time>", html)
+        assert since and since.group(1) == f"{entered:%Y-%m-%d %H:%M} IST"
+        assert re.search(r'id="status-updated">As of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST</p>', html)
+        assert "</time> UTC" not in html
