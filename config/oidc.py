@@ -72,7 +72,14 @@ def socialaccount_providers(*, issuer: str, client_id: str, secret: str, name: s
                 },
             }
         )
-    return {"openid_connect": {"OAUTH_PKCE_ENABLED": True, "APPS": apps}}
+    # The dashboard's subclass: a nonce per sign-in (governance/oidc.py).
+    return {
+        "openid_connect": {
+            "OAUTH_PKCE_ENABLED": True,
+            "provider_class": "governance.oidc.OIDCProvider",
+            "APPS": apps,
+        }
+    }
 
 
 def settings_for(

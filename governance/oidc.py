@@ -6,7 +6,8 @@ here is what the dashboard adds:
 
 * :class:`VerifyingOIDCAdapter` always verifies the ID token's signature against the provider's JWKS (allauth skips
   it when the token came straight from the token endpoint over TLS, which OIDC Core allows; a tampered token is
-  refused here either way) and refuses a callback whose PKCE verifier is missing before the code is exchanged.
+  refused here either way), checks the ``nonce`` :class:`OIDCProvider` sent with the sign-in, and refuses a
+  callback whose PKCE verifier is missing before the code is exchanged.
   ``/accounts/oidc/<provider id>/login/`` and ``.../login/callback/`` are served by allauth's views with it.
 * :class:`SocialAccountAdapter`: users are matched by the provider's ``sub`` (the SocialAccount uid), never by
   e-mail: a new ``sub`` is a new user even when a local account has the same address. Each failed callback (a bad
@@ -24,6 +25,7 @@ here is what the dashboard adds:
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
@@ -37,6 +39,7 @@ from allauth.socialaccount.internal import jwtkit
 from allauth.socialaccount.models import SocialApp
 from allauth.socialaccount.providers.oauth2.client import OAuth2Error
 from allauth.socialaccount.providers.oauth2.views import OAuth2CallbackView, OAuth2LoginView
+from allauth.socialaccount.providers.openid_connect.provider import OpenIDConnectProvider
 from allauth.socialaccount.providers.openid_connect.views import OpenIDConnectOAuth2Adapter
 from django.conf import settings
 from django.contrib.auth import logout as auth_logout
@@ -48,6 +51,7 @@ from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_POST, require_safe
 
 from rollout.auth import SocialAccountAdapter as BaseSocialAccountAdapter
@@ -105,7 +109,16 @@ class VerifyingOIDCAdapter(OpenIDConnectOAuth2Adapter):
         request._rgd_oidc_id_token = data.get("id_token") or ""
         return data
 
+    sign_in_state: dict | None = None
+
     def _decode_id_token(self, app: SocialApp, id_token: str) -> dict:
+        claims = self._verified_claims(app, id_token)
+        expected = (self.sign_in_state or {}).get("oidc_nonce")
+        if expected and not constant_time_compare(str(claims.get("nonce", "")), expected):
+            raise OIDCRefused("id_token_wrong_nonce", "the ID token's nonce is not this sign-in's")
+        return claims
+
+    def _verified_claims(self, app: SocialApp, id_token: str) -> dict:
         try:
             return jwtkit.verify_and_decode(
                 credential=id_token,
@@ -137,6 +150,7 @@ REFUSALS: dict[str, str] = {
     "id_token_wrong_issuer": "The ID token comes from another issuer than the configured identity provider.",
     "id_token_bad_signature": "The ID token's signature does not verify: it was altered or not signed by the "
     "identity provider.",
+    "id_token_wrong_nonce": "The ID token was issued for another sign-in (its nonce does not match): refused.",
     "id_token_not_yet_valid": "The ID token is not valid yet: check the clocks of the dashboard and the provider.",
     "id_token_invalid": "The identity provider's ID token is not valid.",
     "state_unknown": "This sign-in response is unknown or was already used (its state does not match a sign-in "
@@ -147,6 +161,33 @@ REFUSALS: dict[str, str] = {
     "provider_unreachable": "The identity provider could not be reached.",
     "cancelled": "The sign-in was cancelled at the identity provider.",
 }
+
+
+class OIDCProvider(OpenIDConnectProvider):
+    """allauth's openid_connect provider with a ``nonce`` (OIDC Core 3.1.2.1): a fresh one per sign-in, kept in the
+    sign-in's state and required back in the ID token (``VerifyingOIDCAdapter``), so an ID token minted for another
+    sign-in is refused. (``SOCIALACCOUNT_PROVIDERS["openid_connect"]["provider_class"]``.)"""
+
+    # allauth includes "<package>.urls" for each provider: the package is still allauth's openid_connect.
+    package = "allauth.socialaccount.providers.openid_connect"
+
+    def redirect(self, request: HttpRequest, process, next_url=None, data=None, **kwargs):
+        nonce = secrets.token_urlsafe(32)
+        auth_params = kwargs.pop("auth_params", None)
+        if auth_params is None:
+            auth_params = self.get_auth_params()
+        return super().redirect(
+            request, process, next_url, data, auth_params={**auth_params, "nonce": nonce}, oidc_nonce=nonce, **kwargs
+        )
+
+
+class OIDCCallbackView(OAuth2CallbackView):
+    """allauth's callback, handing the sign-in's state (its nonce) to the adapter that checks the ID token."""
+
+    def _get_state(self, request: HttpRequest, provider):
+        state, response = super()._get_state(request, provider)
+        self.adapter.sign_in_state = state or {}
+        return state, response
 
 
 @login_not_required
@@ -160,7 +201,7 @@ def oidc_login(request: HttpRequest, provider_id: str) -> HttpResponse:
 @login_not_required
 def oidc_callback(request: HttpRequest, provider_id: str) -> HttpResponse:
     try:
-        return OAuth2CallbackView.adapter_view(VerifyingOIDCAdapter(request, provider_id))(request)
+        return OIDCCallbackView.adapter_view(VerifyingOIDCAdapter(request, provider_id))(request)
     except SocialApp.DoesNotExist as error:
         raise Http404 from error
 

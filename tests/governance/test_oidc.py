@@ -90,6 +90,10 @@ def test_the_login_button_starts_the_code_flow_with_pkce_from_discovery(client, 
     assert sorted(query["scope"][0].split()) == ["email", "groups", "openid", "profile"]
     assert query["redirect_uri"] == ["http://testserver/accounts/oidc/sso/login/callback/"]
     assert query["client_id"] == [op.clients[-1]["client_id"]]
+    # A fresh nonce per sign-in, kept in the sign-in's state (checked against the ID token's).
+    [state] = client.session["socialaccount_states"].values()
+    assert query["nonce"] == [state[0]["oidc_nonce"]] and len(query["nonce"][0]) == 43
+    assert query["state"] == list(client.session["socialaccount_states"])
 
 
 # --- signing in, roles from the groups claim --------------------------------------------------------------------
@@ -205,6 +209,7 @@ def refusal_of(response) -> str:
         ("tampered", "id_token_bad_signature", "signature does not verify"),
         ("expired", "id_token_expired", "ID token had expired"),
         ("wrong_aud", "id_token_wrong_audience", "issued for another application (wrong audience)"),
+        ("wrong_nonce", "id_token_wrong_nonce", "issued for another sign-in (its nonce does not match)"),
     ],
 )
 def test_a_bad_id_token_is_refused(client, op, how, code, message):

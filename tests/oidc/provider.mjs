@@ -10,9 +10,10 @@
 // What the tests drive, all as JSON under /_admin/ with `Authorization: Bearer <admin token>`:
 //   PUT  /_admin/users       [{login, password, sub, name, email, groups, amr}]  replaces the users; the claims are read
 //                            at every token request, so a group removed here is gone from the next ID token
-//   PUT  /_admin/switches    {"id_token": null | "tampered" | "expired" | "wrong_aud"}  how the next ID tokens are
-//                            spoiled (re-signed with the provider's own key for "expired" and "wrong_aud", so only the
-//                            claim is wrong; one payload byte changed after signing for "tampered")
+//   PUT  /_admin/switches    {"id_token": null | "tampered" | "expired" | "wrong_aud" | "wrong_nonce"}  how the next
+//                            ID tokens are spoiled (re-signed with the provider's own key for "expired", "wrong_aud"
+//                            and "wrong_nonce", so only that claim is wrong; the payload changed after signing for
+//                            "tampered")
 //   GET  /_admin/events      what happened: logins, consents, token responses, end_session (RP-initiated logout)
 //   DELETE /_admin/events    forget them
 //
@@ -173,6 +174,7 @@ async function spoil(idToken, how, clientId) {
   const now = Math.floor(Date.now() / 1000);
   if (how === 'expired') Object.assign(claims, { iat: now - 7200, exp: now - 3600 });
   else if (how === 'wrong_aud') Object.assign(claims, { aud: `not-${clientId}` });
+  else if (how === 'wrong_nonce') Object.assign(claims, { nonce: `not-${claims.nonce}` });
   else throw new Error(`unknown id_token switch ${how}`);
   return new jose.SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid }).sign(privateKey);
 }
