@@ -69,7 +69,7 @@ def run(args) -> dict:
 
     jsonl_s, jsonl_bytes = _timed(lambda: _drain(ledger.export_chunks(everything, "jsonl")))
     csv_s, csv_bytes = _timed(lambda: _drain(ledger.export_chunks(everything, "csv")))
-    verify_s, result = _timed(lambda: ledger.verify(ledger.database_records()))
+    verify_s, result = _timed(lambda: ledger.verify_database())
     assert result.ok and result.entries == n, result.summary()
 
     peak_tenth = _peak_bytes(lambda: _drain(ledger.export_chunks(first_tenth, "jsonl")))

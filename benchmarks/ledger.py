@@ -180,7 +180,7 @@ def run(args) -> dict:
 
     def verify() -> float:
         started = time.perf_counter()
-        result = ledger.verify(ledger.database_records())
+        result = ledger.verify_database()
         assert result.ok, result.summary()
         return time.perf_counter() - started
 

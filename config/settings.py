@@ -92,6 +92,8 @@ MIDDLEWARE = [
     # After an OIDC login whose groups map to no role: only the page saying so (governance/oidc.py).
     "governance.oidc.NoRoleMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # A user who must have a second factor and has none reaches only its enrolment (MFA_ENFORCED).
+    "rollout.auth.MfaEnrolmentMiddleware",
     # Displayed times in the reader's zone (their preference, else their browser's); UTC on hover.
     "rollout.middleware.TimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -228,6 +230,25 @@ ACCOUNT_AUTHENTICATED_LOGIN_REDIRECTS = False
 ACCOUNT_RATE_LIMITS = {"login": None, "login_failed": None}
 ACCOUNT_LOGOUT_REDIRECT_URL = "login"
 SOCIALACCOUNT_ONLY = False
+# The second factor: TOTP (an authenticator app) with recovery codes. Required of superusers and of the members of
+# these groups; enforced (no page but the enrolment until enrolled) when MFA_ENFORCED, on by default in production.
+# A login through the identity provider whose ID token's amr says mfa, otp or hwk needs none of its own.
+MFA_ADAPTER = "rollout.auth.MfaAdapter"
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="Rollout Governance")
+MFA_RECOVERY_CODE_COUNT = 10
+MFA_REQUIRED_ROLES = env.list(
+    "MFA_REQUIRED_ROLES",
+    default=["rollout-admin", "product-lead", "support-lead", "compliance-lead", "sre-lead"],
+)
+MFA_ENFORCED = env.bool("MFA_ENFORCED", default=PRODUCTION)
+# Re-authentication before a decision (sign-off, approval, apply, kill switch, legal hold release), like GitHub's
+# sudo mode: the last authentication (login or re-authentication) must be younger than this many seconds.
+REAUTH_MAX_AGE = env.int("REAUTH_MAX_AGE", default=300)
+if REAUTH_MAX_AGE < 1:
+    raise ImproperlyConfigured("REAUTH_MAX_AGE must be at least 1")
+ACCOUNT_REAUTHENTICATION_TIMEOUT = REAUTH_MAX_AGE
+ACCOUNT_REAUTHENTICATION_METHODS = ("password", "mfa")
 
 # --- Signing in with the company's identity provider: OpenID Connect (governance/oidc.py, config/oidc.py) -------
 # Unset OIDC_ISSUER: no provider, the login page is the local form (as before). Set: allauth's openid_connect

@@ -18,6 +18,10 @@ CELERY_TASK_DEFAULT_QUEUE = f"rgd-test-{os.environ.get('PYTEST_XDIST_WORKER', 'm
 API_THROTTLE_RATE_TOKEN = "100000/min"  # noqa: S105 (a rate, not a password)
 API_THROTTLE_RATE_ADDRESS = "100000/min"
 AXES_FAILURE_LIMIT = 50
+# Decisions need an authentication younger than this: an hour, so that a slow machine's browser journeys stay within
+# their one login. The tests of re-authentication set their own (tests/rollout/test_reauth.py).
+REAUTH_MAX_AGE = 3600
+ACCOUNT_REAUTHENTICATION_TIMEOUT = REAUTH_MAX_AGE
 # A stand-in read replica for tests/test_db_router.py: its own test database with the primary's schema (the
 # migrations, triggers included, as streaming replication would copy them), filled by the test with a pg_dump
 # of the primary's data. Reads reach it only

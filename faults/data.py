@@ -169,7 +169,7 @@ def nothing_lost(
             f"expected {expected} of each",
         )
     result.counts["rollbacks"] = fired_total
-    verified = ledger.verify(ledger.database_records())
+    verified = ledger.verify_database()
     result.counts["ledger_entries"] = verified.entries
     result.check(verified.ok, f"ledger does not verify: {verified.summary()}")
     log(f"nothing-lost checks: {len(result.failures)} failure(s)")

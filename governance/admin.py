@@ -4,11 +4,18 @@ The ledger offers neither change nor delete, nor add: entries are appended by
 the application alone.
 """
 
+from allauth.mfa.models import Authenticator
+from django import forms
 from django.contrib import admin
+from django.contrib.admin import helpers
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.template.response import TemplateResponse
 
 from rollout.admin import ReadOnlyHistoryAdmin
+from rollout.errors import DomainError
 
-from . import models
+from . import models, services
 
 
 @admin.register(models.PlanSignOff)
@@ -126,3 +133,51 @@ class ScheduledReviewAdmin(ReadOnlyHistoryAdmin):
 class DailyDeltaReportAdmin(ReadOnlyAdmin):
     list_display = ["rollout", "report_date", "phase", "baseline_runs", "candidate_runs"]
     list_select_related = ["rollout", "phase"]
+
+
+# --- Users: resetting a lost second factor (governance.services.mfa_reset, a ledger entry) ------------------------
+
+
+class MfaResetForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500, widget=forms.TextInput(attrs={"size": 60}), help_text="Why (a ticket, a lost phone)."
+    )
+
+
+@admin.action(description="Reset the second factor of the selected users")
+def reset_second_factor(modeladmin, request, queryset):
+    """Removes each user's authenticator app and recovery codes: they enrol again at their next login."""
+    form = MfaResetForm(request.POST if "reason" in request.POST else None)
+    if form.is_valid():
+        for user in queryset:
+            try:
+                kinds = services.mfa_reset(user=user, actor=request.user, reason=form.cleaned_data["reason"])
+            except DomainError as exc:
+                modeladmin.message_user(request, f"{user.get_username()}: {exc.message}", level="error")
+            else:
+                done = ", ".join(kinds) or "nothing to remove"
+                modeladmin.message_user(request, f"{user.get_username()}: second factor reset ({done}).")
+        return None
+    return TemplateResponse(
+        request,
+        "admin/mfa_reset.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": "Reset the second factor",
+            "users": queryset,
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "opts": modeladmin.model._meta,
+        },
+    )
+
+
+User = get_user_model()
+admin.site.unregister(User)
+# Authenticators change only through allauth's pages (their owner) and the reset above: not edited here.
+admin.site.unregister(Authenticator)
+
+
+@admin.register(User)
+class DashboardUserAdmin(UserAdmin):
+    actions = [*UserAdmin.actions, reset_second_factor]

@@ -27,9 +27,9 @@ from django.utils import timezone
 from evaluations import summaries
 from evaluations.demo import CONVERSATIONS, PROFILES
 from evaluations.models import METRIC_KEYS, EvaluationRun, RunOutput
-from evaluations.services import _canonical_hash, _run_content
+from evaluations.services import _canonical_hash, _exposed_cohorts, _run_content
 from rollout.demo import MAIN_SLUG, SECOND_SLUG
-from rollout.models import PhaseStatus, Rollout
+from rollout.models import Cohort, Phase, PhasePeriod, Rollout
 
 from . import ledger
 from .models import AuditEvent
@@ -129,35 +129,65 @@ def _ledger(rng: random.Random, count: int, start: dt.datetime, end: dt.datetime
     return count
 
 
-def _targets() -> list[tuple[Rollout, list, float]]:
-    """(rollout, its started phases oldest first, share of the runs)."""
-    rollouts = list(Rollout.objects.filter(slug__in=[MAIN_SLUG, SECOND_SLUG]).prefetch_related("phases", "cohorts"))
+def _targets(start: dt.datetime) -> list[tuple[Rollout, list[PhasePeriod], float]]:
+    """(rollout, the activity periods of its started phases oldest first, share of the runs).
+
+    Ingestion accepts a run only inside an activity period of its phase, so the runs are placed in the periods. The
+    demo's rollouts began a few days ago; their first period is moved back to ``start`` (the phase was active that
+    much longer), so that the whole span lies in some period: a run at any moment belongs to the phase that was
+    active then."""
+    rollouts = list(
+        Rollout.objects.filter(slug__in=[MAIN_SLUG, SECOND_SLUG]).prefetch_related("phases__periods", "cohorts")
+    )
     if not rollouts:
-        rollouts = list(Rollout.objects.prefetch_related("phases", "cohorts")[:2])
+        rollouts = list(Rollout.objects.prefetch_related("phases__periods", "cohorts")[:2])
     targets = []
     for rollout in rollouts:
-        phases = [p for p in rollout.phases.all() if p.status != PhaseStatus.PENDING]
-        phases.sort(key=lambda p: p.order)
-        if phases:
-            targets.append((rollout, phases, 0.8 if rollout.slug == MAIN_SLUG else 0.2))
+        periods = sorted(
+            (period for phase in rollout.phases.all() for period in phase.periods.all()),
+            key=lambda period: (period.entered_at, period.pk),
+        )
+        if not periods:
+            continue
+        first = periods[0]
+        if first.entered_at > start:
+            phase = first.phase
+            PhasePeriod.objects.filter(pk=first.pk).update(entered_at=start)
+            if phase.entered_at == first.entered_at:  # the phase's current period is this one
+                Phase.objects.filter(pk=phase.pk).update(entered_at=start)
+            first.entered_at = start
+        targets.append((rollout, periods, 0.8 if rollout.slug == MAIN_SLUG else 0.2))
     if not targets:
         raise ValueError("No rollout with a started phase to seed runs into.")
     total = sum(share for *_, share in targets)
     return [(r, p, share / total) for r, p, share in targets]
 
 
-def _pick(targets: list[tuple[Rollout, list, float]], draw: float) -> tuple[Rollout, list]:
-    for rollout, phases, share in targets:
+def _pick(targets: list[tuple[Rollout, list[PhasePeriod], float]], draw: float) -> tuple[Rollout, list[PhasePeriod]]:
+    for rollout, periods, share in targets:
         if draw < share:
-            return rollout, phases
+            return rollout, periods
         draw -= share
     return targets[-1][0], targets[-1][1]
+
+
+def _placed(periods: list[PhasePeriod], moment: dt.datetime) -> tuple[PhasePeriod, dt.datetime]:
+    """The period a run finishing at ``moment`` belongs to: the last one entered by then; a moment after that period
+    ended (a gap between periods, or a rollout that is over) moves back to its end, still inside it."""
+    period = periods[0]
+    for candidate in periods:
+        if candidate.entered_at <= moment:
+            period = candidate
+    if period.exited_at is not None and moment > period.exited_at:
+        moment = period.exited_at
+    return period, max(moment, period.entered_at)
 
 
 def _runs(rng: random.Random, count: int, outputs: int, stamp: int, start: dt.datetime, end: dt.datetime) -> int:
     if count <= 0:
         return 0
-    targets = _targets()
+    targets = _targets(start)
+    cohort_cache: dict = {}
     columns = [
         "run_id",
         "rollout_id",
@@ -178,12 +208,12 @@ def _runs(rng: random.Random, count: int, outputs: int, stamp: int, start: dt.da
     step = (end - start) / count
     with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for i in range(count):
-            rollout, phases = _pick(targets, rng.random())
-            finished = start + step * i
-            # The later phases take the later part of the span, in equal slices.
-            phase = phases[min(len(phases) - 1, int(len(phases) * i / count))]
+            rollout, periods = _pick(targets, rng.random())
+            period, finished = _placed(periods, start + step * i)
+            phase = period.phase
             arm = "candidate" if i % 2 else "baseline"
-            cohort = next((c for c in rollout.cohorts.all() if c.kind == "internal"), None) if phase.pk % 2 else None
+            # The internal cohort when the phase exposes it (ingestion refuses a cohort the phase does not expose).
+            cohort = _internal_cohort(rollout, phase.kind, cohort_cache) if i % 3 else None
             metrics = {k: round(rng.gauss(*v), 4) for k, v in PROFILES[arm].items() if k != "compensation"}
             compensations = rng.randint(0, 6)
             metrics["guardrail_compensation_rate"] = compensations / CONVERSATIONS
@@ -223,6 +253,16 @@ def _runs(rng: random.Random, count: int, outputs: int, stamp: int, start: dt.da
                 ]
             )
     return count
+
+
+def _internal_cohort(rollout: Rollout, phase_kind: str, cache: dict) -> Cohort | None:
+    """The rollout's internal cohort if ``phase_kind`` exposes it, else None (memoised in ``cache``)."""
+    key = (rollout.pk, phase_kind)
+    if key not in cache:
+        cohorts = list(rollout.cohorts.all())
+        exposed = _exposed_cohorts(cohorts, phase_kind)
+        cache[key] = next((c for c in cohorts if c.kind == "internal" and c.kind in exposed), None)
+    return cache[key]
 
 
 def _output(run_id: str, k: int) -> dict:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from allauth.account.signals import authentication_step_completed
+from allauth.mfa import signals as mfa_signals
+from allauth.socialaccount.signals import pre_social_login
 from axes.signals import user_locked_out
 from celery.signals import task_postrun, task_prerun
 from django.conf import settings
@@ -16,7 +19,7 @@ from django.dispatch import receiver
 from simple_history.signals import post_create_historical_record
 
 from evaluations.signals import runs_ingested, runs_stored, samples_ingested, samples_stored
-from rollout.context import Actor, acting_as
+from rollout.context import Actor, acting_as, user_actor
 from rollout.models import Incident
 from rollout.signals import (
     access_denied,
@@ -274,3 +277,74 @@ def status_next_step(sender, rollout, **kwargs) -> dict | None:
     """The status page's next step: the request in flight, or after a rollback the re-entry to request."""
     step = selectors.status_next_step(rollout)
     return {"next_step": step} if step else None
+
+
+# --- The second factor and re-authentication (django-allauth; rollout/auth.py) ------------------------------------
+
+
+def _user_entry(action: str, user: Any, *, after: dict[str, Any], reason: str, actor: Any = None) -> None:
+    ledger.append(
+        actor=user_actor(actor or user),
+        action=action,
+        object_type="auth.user",
+        object_id=user.pk,
+        object_repr=user.get_username(),
+        after=after,
+        reason=reason,
+    )
+
+
+@receiver(mfa_signals.authenticator_added, dispatch_uid="governance.ledger.mfa_added")
+def ledger_mfa_added(sender, request=None, user=None, authenticator=None, **kwargs) -> None:
+    kind = str(authenticator.type)
+    _user_entry("auth.mfa_enrolled", user, after={"type": kind}, reason=f"Second factor set up ({kind})")
+
+
+@receiver(mfa_signals.authenticator_removed, dispatch_uid="governance.ledger.mfa_removed")
+def ledger_mfa_removed(sender, request=None, user=None, authenticator=None, **kwargs) -> None:
+    kind = str(authenticator.type)
+    _user_entry("auth.mfa_removed", user, after={"type": kind}, reason=f"Second factor removed ({kind})")
+
+
+@receiver(mfa_signals.authenticator_reset, dispatch_uid="governance.ledger.mfa_codes_reset")
+def ledger_mfa_codes_regenerated(sender, request=None, user=None, authenticator=None, **kwargs) -> None:
+    _user_entry(
+        "auth.mfa_recovery_codes_regenerated",
+        user,
+        after={"type": str(authenticator.type)},
+        reason="New recovery codes generated (the old ones no longer work)",
+    )
+
+
+@receiver(mfa_signals.authenticator_used, dispatch_uid="governance.ledger.mfa_used")
+def ledger_mfa_recovery_code_used(sender, request=None, user=None, authenticator=None, **kwargs) -> None:
+    """A recovery code spent (a TOTP code is a login's ordinary step and is not an entry of its own)."""
+    if str(authenticator.type) != "recovery_codes":
+        return
+    left = len(type(authenticator).objects.get(pk=authenticator.pk).wrap().get_unused_codes())
+    _user_entry("auth.mfa_recovery_code_used", user, after={"unused_codes": left}, reason="A recovery code was used")
+
+
+@receiver(pre_social_login, dispatch_uid="governance.ledger.provider_reauth")
+def _mark_provider_reauthentication(sender, request, sociallogin, **kwargs) -> None:
+    """A user already logged in comes back from the provider as themselves (the round trip a decision asks for):
+    allauth logs them out and in again, so remember it before it does."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and sociallogin.is_existing and sociallogin.user.pk == user.pk:
+        request._rgd_provider_reauth = user.pk
+
+
+@receiver(authentication_step_completed, dispatch_uid="governance.ledger.reauthenticated")
+def ledger_reauthenticated(sender, request=None, user=None, method: str = "", **kwargs) -> None:
+    """A re-authentication before a decision: the password or the second factor (allauth marks them), or a new round
+    trip to the identity provider by a user already logged in as that user. A login's steps are not entries."""
+    again_at_provider = method == "socialaccount" and getattr(request, "_rgd_provider_reauth", None) == user.pk
+    if not kwargs.get("reauthenticated") and not again_at_provider:
+        return
+    name = str(kwargs.get("type", "mfa")) if method == "mfa" else {"socialaccount": "oidc"}.get(method, method)
+    _user_entry(
+        "auth.reauthenticated",
+        user,
+        after={"method": name, "max_age_seconds": settings.REAUTH_MAX_AGE},
+        reason=f"Re-authenticated ({name})",
+    )

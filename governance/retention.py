@@ -365,7 +365,7 @@ def legal_hold_place(*, rollout: Rollout, reason: str, actor: Any) -> LegalHold:
 
 
 @transaction.atomic
-def legal_hold_release(*, hold: LegalHold, reason: str, actor: Any) -> LegalHold:
+def legal_hold_release(*, hold: LegalHold, reason: str, actor: Any, auth: dict[str, Any] | None = None) -> LegalHold:
     """Release a hold: the rollout's expired outputs go on the next retention run."""
     require_perm(actor, "governance.release_legalhold", "Only compliance reviewers release legal holds.")
     if not reason.strip():
@@ -379,4 +379,10 @@ def legal_hold_release(*, hold: LegalHold, reason: str, actor: Any) -> LegalHold
     hold.released_by = actor if getattr(actor, "is_authenticated", False) else None
     hold.released_by_name = actor_name(actor)
     hold.release_reason = reason.strip()
-    return save_tracked(hold, action="legal_hold.release", actor=actor, reason=reason.strip())
+    return save_tracked(
+        hold,
+        action="legal_hold.release",
+        actor=actor,
+        reason=reason.strip(),
+        audit_extra={"auth": auth} if auth else None,
+    )

@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from rollout.context import user_actor
-from rollout.errors import InvalidTransition
+from rollout.errors import ActionNotAllowed, InvalidTransition
 from rollout.history import actor_name, delete_tracked, save_tracked
 from rollout.models import Rollout
 from rollout.roles import has_role, require_perm
@@ -84,6 +84,11 @@ def _when(now: dt.datetime | None) -> dt.datetime:
     return now
 
 
+def _auth_extra(auth: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A decision's ledger data: how and when the actor last authenticated (``rollout.auth.decision_auth``)."""
+    return {"auth": auth} if auth else None
+
+
 def _lock(rollout_id: int) -> Rollout:
     return Rollout.objects.select_for_update().get(pk=rollout_id)
 
@@ -108,6 +113,7 @@ def plan_sign_off(
     actor: Any,
     version: str | None = None,
     now: dt.datetime | None = None,
+    auth: dict[str, Any] | None = None,
 ) -> PlanSignOff:
     """A lead approves or rejects the current version of the plan, in one role they hold.
 
@@ -158,6 +164,7 @@ def plan_sign_off(
         action=f"signoff.{decision}",
         actor=actor,
         reason=comment.strip() or f"Plan {verb} by {ROLE_LABELS[role]}",
+        audit_extra=_auth_extra(auth),
     )
 
 
@@ -237,6 +244,7 @@ def transition_decide(
     actor: Any,
     version: str | None = None,
     now: dt.datetime | None = None,
+    auth: dict[str, Any] | None = None,
 ) -> TransitionApproval:
     """One required role approves or rejects. A rejection rejects the request; the last approval approves it.
 
@@ -278,7 +286,9 @@ def transition_decide(
     reason = comment.strip() or f"{ROLE_LABELS[role]} {decision}s request #{request.pk}"
     try:
         with transaction.atomic():
-            save_tracked(approval, action=f"transition.{decision}", actor=actor, reason=reason)
+            save_tracked(
+                approval, action=f"transition.{decision}", actor=actor, reason=reason, audit_extra=_auth_extra(auth)
+            )
     except IntegrityError as exc:  # a constraint caught what the checks above did not
         raise RoleAlreadyDecided("This decision conflicts with one already recorded.") from exc
     if decision == Decision.REJECT:
@@ -302,6 +312,7 @@ def transition_apply(
     reason: str = "",
     version: str | None = None,
     now: dt.datetime | None = None,
+    auth: dict[str, Any] | None = None,
 ) -> TransitionRequest:
     """Apply an approved request: approvals and every gate re-checked under the rollout's row lock.
 
@@ -334,7 +345,7 @@ def transition_apply(
         rollout_advance(rollout=rollout, to=request.target, actor=actor, reason=why, now=now)
     request.status = RequestStatus.APPLIED
     request.closed_at, request.closed_by_name, request.close_reason = now, actor_name(actor), note
-    return save_tracked(request, action="transition.apply", actor=actor, reason=note)
+    return save_tracked(request, action="transition.apply", actor=actor, reason=note, audit_extra=_auth_extra(auth))
 
 
 def _check_request_version(request: TransitionRequest, approvals: list[TransitionApproval], seen: str | None) -> None:
@@ -500,3 +511,36 @@ def audit_export(
         actor=user_actor(actor) if actor is not None else None,
     )
     return queryset, event
+
+
+# --- The second factor: an admin's reset --------------------------------------------------------------------------
+
+
+@transaction.atomic
+def mfa_reset(*, user: Any, actor: Any, reason: str) -> list[str]:
+    """Remove every second factor of ``user`` (a lost phone): they enrol again at their next login.
+
+    Only a superuser resets, never their own, and always with a reason; one ledger entry names the factors removed.
+    """
+    from allauth.mfa.models import Authenticator
+
+    if actor is not None and not actor.is_superuser:
+        raise ActionNotAllowed("Only a superuser resets another user's second factor.")
+    if actor is not None and actor.pk == user.pk:
+        raise ActionNotAllowed("Nobody resets their own second factor: ask another superuser.")
+    if not reason.strip():
+        raise CommentRequired("Resetting a second factor needs a reason.", field="reason")
+    factors = list(Authenticator.objects.select_for_update().filter(user=user).order_by("pk"))
+    kinds = sorted({str(a.type) for a in factors})
+    Authenticator.objects.filter(pk__in=[a.pk for a in factors]).delete()
+    ledger.append(
+        actor=user_actor(actor) if actor is not None else None,
+        action="auth.mfa_reset",
+        object_type="auth.user",
+        object_id=user.pk,
+        object_repr=user.get_username(),
+        before={"types": kinds},
+        after={"types": []},
+        reason=reason.strip(),
+    )
+    return kinds

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from config.db_router import reads_from_replica, replica_reads, stream_from_replica
 from rollout import timefmt
+from rollout.auth import decision_auth, require_fresh_authentication
 from rollout.confirming import confirm_step, entered, is_confirmed, went_back
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
@@ -84,12 +85,16 @@ def _first_error(form) -> str:
 @permission_required("governance.add_plansignoff", raise_exception=True)
 def sign_off(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
+    if reauth := require_fresh_authentication(request, back=f"{rollout.get_absolute_url()}#sign-off"):
+        return reauth
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, _first_error(form))
     else:
         try:
-            s = services.plan_sign_off(rollout=rollout, actor=request.user, **form.cleaned_data)
+            s = services.plan_sign_off(
+                rollout=rollout, actor=request.user, auth=decision_auth(request), **form.cleaned_data
+            )
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
@@ -155,12 +160,16 @@ def transition_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @permission_required("governance.add_transitionapproval", raise_exception=True)
 def transition_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     transition = _request(slug, pk)
+    if reauth := require_fresh_authentication(request, back=transition.get_absolute_url()):
+        return reauth
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, _first_error(form))
     else:
         try:
-            approval = services.transition_decide(request=transition, actor=request.user, **form.cleaned_data)
+            approval = services.transition_decide(
+                request=transition, actor=request.user, auth=decision_auth(request), **form.cleaned_data
+            )
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
@@ -171,6 +180,10 @@ def transition_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @permission_required("governance.apply_transitionrequest", raise_exception=True)
 def transition_apply(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     transition = _request(slug, pk)
+    if request.method == "POST" and (
+        reauth := require_fresh_authentication(request, back=reverse("governance:transition_apply", args=[slug, pk]))
+    ):
+        return reauth
     form = ApplyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -179,6 +192,7 @@ def transition_apply(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
                 actor=request.user,
                 reason=form.cleaned_data["note"],
                 version=form.cleaned_data["version"],
+                auth=decision_auth(request),
             )
         except StaleVersion as exc:
             messages.error(request, exc.message)
@@ -381,10 +395,16 @@ def retention(request: HttpRequest) -> HttpResponse:
 @permission_required("governance.release_legalhold", raise_exception=True)
 def hold_release(request: HttpRequest, pk: int) -> HttpResponse:
     hold = get_object_or_404(LegalHold.objects.select_related("rollout"), pk=pk)
+    if request.method == "POST" and (
+        reauth := require_fresh_authentication(request, back=reverse("governance:hold_release", args=[pk]))
+    ):
+        return reauth
     form = HoldReleaseForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            retention_services.legal_hold_release(hold=hold, reason=form.cleaned_data["reason"], actor=request.user)
+            retention_services.legal_hold_release(
+                hold=hold, reason=form.cleaned_data["reason"], actor=request.user, auth=decision_auth(request)
+            )
         except DomainError as exc:
             messages.error(request, exc.message)
         else:

@@ -15,11 +15,18 @@ from django.db import models
 
 
 def save_tracked(
-    obj: models.Model, *, actor: Any, reason: str, action: str | None = None, **save_kwargs: Any
+    obj: models.Model,
+    *,
+    actor: Any,
+    reason: str,
+    action: str | None = None,
+    audit_extra: dict[str, Any] | None = None,
+    **save_kwargs: Any,
 ) -> models.Model:
     """Save with history user and reason; ``action`` names the change in the audit ledger
-    (e.g. ``"transition.apply"``) instead of the plain create/update."""
-    _mark(obj, actor=actor, reason=reason, action=action)
+    (e.g. ``"transition.apply"``) instead of the plain create/update. ``audit_extra`` goes into the ledger entry's
+    data beside the changed fields (a decision's ``auth``: how and when the actor last authenticated)."""
+    _mark(obj, actor=actor, reason=reason, action=action, audit_extra=audit_extra)
     try:
         obj.save(**save_kwargs)
     finally:
@@ -40,13 +47,17 @@ def actor_name(actor: Any) -> str:
     return actor.get_username() if actor is not None else "system"
 
 
-def _mark(obj: models.Model, *, actor: Any, reason: str, action: str | None) -> None:
+def _mark(
+    obj: models.Model, *, actor: Any, reason: str, action: str | None, audit_extra: dict[str, Any] | None = None
+) -> None:
     obj._history_user = actor if getattr(actor, "is_authenticated", False) else None
     obj._change_reason = reason
     if action:
         obj._audit_action = action  # read by governance's ledger receiver
+    if audit_extra:
+        obj._audit_extra = audit_extra  # likewise
 
 
 def _unmark(obj: models.Model) -> None:
-    for name in ("_history_user", "_change_reason", "_audit_action"):
+    for name in ("_history_user", "_change_reason", "_audit_action", "_audit_extra"):
         obj.__dict__.pop(name, None)

@@ -420,7 +420,15 @@ def _tenants_exposed_by(rollout: Rollout, phase_kind: str) -> list[Tenant]:
     )
 
 
-def _write_exposures(flag: FeatureFlag, tenants: Iterable[Tenant], *, enabled: bool, actor: Any, reason: str) -> int:
+def _write_exposures(
+    flag: FeatureFlag,
+    tenants: Iterable[Tenant],
+    *,
+    enabled: bool,
+    actor: Any,
+    reason: str,
+    audit_extra: dict[str, Any] | None = None,
+) -> int:
     """Set ``flag`` for ``tenants``; only rows that change are written (and recorded)."""
     tenants = list(tenants)
     existing = {e.tenant_id: e for e in FlagExposure.objects.filter(flag=flag, tenant__in=tenants)}
@@ -432,7 +440,7 @@ def _write_exposures(flag: FeatureFlag, tenants: Iterable[Tenant], *, enabled: b
         if exposure.enabled == enabled and exposure.pk is not None:
             continue
         exposure.enabled = enabled
-        save_tracked(exposure, actor=actor, reason=reason)
+        save_tracked(exposure, actor=actor, reason=reason, audit_extra=audit_extra)
         changed += 1
     return changed
 
@@ -456,9 +464,17 @@ def _sync_exposures(rollout: Rollout, *, phase_kind: str, actor: Any, reason: st
         _write_exposures(flag, [t for t in members if t.pk not in on_ids], enabled=False, actor=actor, reason=reason)
 
 
-def _set_fallback(rollout: Rollout, *, tenants: Sequence[Tenant], on: bool, actor: Any, reason: str) -> int:
+def _set_fallback(
+    rollout: Rollout,
+    *,
+    tenants: Sequence[Tenant],
+    on: bool,
+    actor: Any,
+    reason: str,
+    audit_extra: dict[str, Any] | None = None,
+) -> int:
     flag = rollout.flags.get(key=FlagKey.AGENT_V1_FALLBACK)
-    return _write_exposures(flag, tenants, enabled=on, actor=actor, reason=reason)
+    return _write_exposures(flag, tenants, enabled=on, actor=actor, reason=reason, audit_extra=audit_extra)
 
 
 @transaction.atomic
@@ -490,16 +506,24 @@ def flag_set_exposure(*, flag: FeatureFlag, tenants: Sequence[Tenant], enabled: 
 
 
 @transaction.atomic
-def kill_switch_set(*, rollout: Rollout, on: bool, actor: Any, reason: str) -> int:
+def kill_switch_set(*, rollout: Rollout, on: bool, actor: Any, reason: str, auth: dict[str, Any] | None = None) -> int:
     """Break-glass: turn ``agent_v1_fallback`` on or off for every tenant of the rollout.
 
-    No approvals; needs a reason, and is recorded like any other change.
+    No approvals; needs a reason, and is recorded like any other change (with ``auth``, how and when the actor
+    last authenticated, in each entry).
     """
     require_perm(actor, "rollout.operate_kill_switch")
     if not reason.strip():
         raise InvalidPlan("The kill switch needs a reason.", field="reason")
     rollout = _locked_rollout(rollout)
-    return _set_fallback(rollout, tenants=_member_tenants(rollout), on=on, actor=actor, reason=reason)
+    return _set_fallback(
+        rollout,
+        tenants=_member_tenants(rollout),
+        on=on,
+        actor=actor,
+        reason=reason,
+        audit_extra={"auth": auth} if auth else None,
+    )
 
 
 # --- Tenants and cohorts ---------------------------------------------------------

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from . import preferences as prefs
 from . import selectors, services
+from .auth import decision_auth, require_fresh_authentication
 from .confirming import Entered, confirm_step, entered, is_confirmed, went_back
 from .errors import DomainError
 from .filters import CommunicationFilter, RolloutFilter, TenantFilter
@@ -199,11 +200,19 @@ def checklist_untick(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @permission_required("rollout.operate_kill_switch", raise_exception=True)
 def kill_switch(request: HttpRequest, slug: str) -> HttpResponse:
     rollout = _rollout(slug)
+    if request.method == "POST" and (
+        reauth := require_fresh_authentication(request, back=reverse("rollout:kill_switch", args=[slug]))
+    ):
+        return reauth
     form = KillSwitchForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             changed = services.kill_switch_set(
-                rollout=rollout, on=form.cleaned_data["on"], actor=request.user, reason=form.cleaned_data["reason"]
+                rollout=rollout,
+                on=form.cleaned_data["on"],
+                actor=request.user,
+                reason=form.cleaned_data["reason"],
+                auth=decision_auth(request),
             )
         except DomainError as exc:
             messages.error(request, exc.message)

@@ -297,6 +297,9 @@ class Journey:
 
     def open_nav(self) -> None:
         """On a narrow screen the menu is collapsed behind its toggler: open it."""
+        # Only once the stylesheet applies is the toggler hidden on a wide screen: before the load event (an element
+        # awaited right after a submit can appear first) it shows, then vanishes under the click that waits for it.
+        self.page.wait_for_load_state()
         toggler = self.page.locator(".navbar-toggler")
         if toggler.count() and toggler.is_visible() and toggler.get_attribute("aria-expanded") != "true":
             toggler.click()

@@ -48,6 +48,25 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(message)
 
 
+def _force_login_authenticates(sender, request, user, **kwargs) -> None:
+    """The test client's ``force_login`` skips allauth's login flow, which records that the user authenticated
+    (by password) at that moment. Record it the same way, so a forced login counts as a login for the
+    re-authentication before a decision (rollout/auth.py), as a real one does. A real login has its records already."""
+    from allauth.account.internal.flows.login import get_authentication_records, record_authentication
+
+    if request is not None and hasattr(request, "session") and not get_authentication_records(request, user):
+        record_authentication(request, user, method="password", username=user.get_username())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _forced_logins_authenticate():
+    from django.contrib.auth.signals import user_logged_in
+
+    user_logged_in.connect(_force_login_authenticates, dispatch_uid="tests-force-login-authenticates")
+    yield
+    user_logged_in.disconnect(dispatch_uid="tests-force-login-authenticates")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_throttle_keys(settings) -> None:
     """Each test starts with empty API throttle budgets: its own key prefix in the shared cache (no clear(),

@@ -69,17 +69,17 @@ account_reauthenticate         GET  login  200    200    200    200    200    20
 account_reauthenticate         POST login  200    200    200    200    200    200    200   | login
 mfa_reauthenticate             GET  login  302    302    302    302    302    302    302   | login
 mfa_reauthenticate             POST login  302    302    302    302    302    302    302   | login
-# The second factor (allauth.mfa): the overview for every user; activating one asks for a fresh login first
-# (302 to re-authentication); pages of a factor the user does not have are 404; the login stage without a login
-# in progress goes back to the login page.
+# The second factor (allauth.mfa): the overview for every user; setting up the app (a login within REAUTH_MAX_AGE:
+# the form, a wrong code posted writes nothing) and recovery codes (refused without an app: nothing written); pages
+# of a factor the user does not have are 404; the login stage without a login in progress goes back to login.
 mfa_index                      GET  login  200    200    200    200    200    200    200   | login
 mfa_index                      POST login  405    405    405    405    405    405    405   | login
-mfa_activate_totp              GET  login  302    302    302    302    302    302    302   | login
-mfa_activate_totp              POST login  302    302    302    302    302    302    302   | login
+mfa_activate_totp              GET  login  200    200    200    200    200    200    200   | login
+mfa_activate_totp              POST login  200    200    200    200    200    200    200   | login
 mfa_deactivate_totp            GET  login  404    404    404    404    404    404    404   | login
 mfa_deactivate_totp            POST login  404    404    404    404    404    404    404   | login
-mfa_generate_recovery_codes    GET  login  302    302    302    302    302    302    302   | login
-mfa_generate_recovery_codes    POST login  302    302    302    302    302    302    302   | login
+mfa_generate_recovery_codes    GET  login  200    200    200    200    200    200    200   | login
+mfa_generate_recovery_codes    POST login  200    200    200    200    200    200    200   | login
 mfa_view_recovery_codes        GET  login  404    404    404    404    404    404    404   | login
 mfa_view_recovery_codes        POST login  405    405    405    405    405    405    405   | login
 mfa_download_recovery_codes    GET  login  404    404    404    404    404    404    404   | login

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import template
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
-from django.utils.timezone import localtime
+from django.utils.timezone import get_current_timezone
 
 register = template.Library()
 
@@ -53,10 +53,15 @@ def series_dots(series) -> str:
 @register.filter
 def chart_rows(chart, bucketed) -> str:
     rows = []
+    zone = get_current_timezone()  # once, not a localtime() per row
+    escaped: dict[str, str] = {}  # arms and phase labels: a handful of distinct values, escaped once each
+    unit = chart.unit
     for at, arm, phase, value, n in chart.table:
+        arm_html = escaped.get(arm) or escaped.setdefault(arm, escape(arm))
+        phase_html = escaped.get(phase) or escaped.setdefault(phase, escape(phase))
         cells = (
-            f"<tr><td>{localtime(at):%Y-%m-%d %H:%M}</td><td>{escape(arm)}</td><td>{escape(phase)}</td>"
-            f'<td class="text-end">{metric_value(value, chart.unit)}</td>'
+            f"<tr><td>{at.astimezone(zone):%Y-%m-%d %H:%M}</td><td>{arm_html}</td><td>{phase_html}</td>"
+            f'<td class="text-end">{metric_value(value, unit)}</td>'
         )
         if bucketed:
             cells += f'<td class="text-end">{int(n)}</td>'

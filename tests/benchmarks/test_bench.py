@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from evaluations.models import METRIC_KEYS, EvaluationRun, RunOutput
 from evaluations.services import ingest_runs
 from governance import ledger
 from governance.models import AuditEvent
+from rollout.models import Phase, PhasePeriod
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,18 +53,26 @@ def test_seed_bench_leaves_data_as_ingestion_would():
     assert result.ok, result.summary()
     assert result.entries == AuditEvent.objects.count() >= 300
 
-    # A seeded run sent again through ingestion is a duplicate (same content hash), not a conflict. The bench spreads
-    # its runs over months (retention needs expired ones), longer than the demo's phases were active, so the one
-    # resent is a canary run inside the canary's activity period (ingestion refuses any other, 422).
-    in_period = Q(phase__periods__entered_at__lte=F("finished_at")) & (
-        Q(phase__periods__exited_at__isnull=True) | Q(phase__periods__exited_at__gte=F("finished_at"))
+    # Every run lies inside an activity period of its phase, as ingestion requires: the bench spreads its runs over
+    # months (retention needs expired ones), so the demo rollouts' first periods begin that much earlier.
+    periods = PhasePeriod.objects.filter(phase=OuterRef("phase"), entered_at__lte=OuterRef("finished_at")).filter(
+        Q(exited_at__isnull=True) | Q(exited_at__gte=OuterRef("finished_at"))
     )
-    run = (
-        runs.filter(in_period, phase__kind="canary")
-        .select_related("rollout", "phase", "cohort")
-        .order_by("-id")
-        .first()
-    )
+    assert not runs.exclude(Exists(periods)).exists()
+    assert set(runs.values_list("phase__kind", flat=True)) >= {"preparation", "canary"}
+    for phase in Phase.objects.filter(periods__isnull=False).distinct():
+        assert phase.entered_at == phase.periods.order_by("-ordinal").first().entered_at
+
+    # A seeded run sent again through ingestion is a duplicate (same content hash), not a conflict: the oldest one
+    # (months ago, in the preparation period) as well as the newest canary run.
+    oldest = runs.select_related("rollout", "phase", "cohort").order_by("finished_at", "id").first()
+    newest = runs.filter(phase__kind="canary").select_related("rollout", "phase", "cohort").order_by("-id").first()
+    assert oldest.finished_at < cutoff
+    for run in (oldest, newest):
+        _resend(run)
+
+
+def _resend(run: EvaluationRun) -> None:
     payload = {
         "run_id": run.run_id,
         "rollout": run.rollout.slug,

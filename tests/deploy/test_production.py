@@ -54,6 +54,9 @@ def _production_env(**extra: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         # Its own API throttle budgets in the shared Redis (token ids repeat across fresh databases).
         API_THROTTLE_KEY_PREFIX=f"rgd-production-test-{uuid.uuid4().hex}",
+        # The walks log the demo users in with their password alone. Production enforces the second factor by
+        # default (tests/rollout/test_mfa.py checks that default and the enforcement itself).
+        MFA_ENFORCED="false",
     )
     env.update(extra)
     return env

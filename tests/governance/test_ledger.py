@@ -385,3 +385,32 @@ def test_the_admin_pages_render_read_only(approved_canary, client):
         response = client.get(url)
         assert response.status_code == 200, url
         assert b'name="_save"' not in response.content, url
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        None,
+        "UPDATE governance_auditevent SET reason = 'nothing to see' WHERE sequence = 7",
+        "UPDATE governance_auditevent SET hash = repeat('f', 64) WHERE sequence = 9",
+        "DELETE FROM governance_auditevent WHERE sequence = 12",
+        'UPDATE governance_auditevent SET "at" = "at" + interval \'1 microsecond\' WHERE sequence = 5',
+        'UPDATE governance_auditevent SET "after" = \'{"b": [1, {"z": 2, "a": "\\u00e9"}], "a": null}\' '
+        "WHERE sequence = 6",
+    ],
+)
+def test_the_streamed_database_verification_equals_the_record_by_record_one(rollout, tamper):
+    """``verify_database`` (a server-side cursor, timestamps formatted by PostgreSQL, chunks of its own size) gives
+    exactly the result of ``verify(database_records())``, intact or broken, whatever the chunk boundaries."""
+    with acting_as(Actor(kind="user", name="zoë \u2018quoted\u2019")):
+        ledger.append(action="update", object_type="x", object_id=1, object_repr="é\u2028", before={"k": 1.5})
+    ledger.append(action="create", object_type="x", object_id=2, object_repr="micro", after={"n": -3})
+    if tamper:
+        disable_ledger_guard()
+        with connection.cursor() as cursor:
+            cursor.execute(tamper)
+    expected = ledger.verify(ledger.database_records())
+    assert expected.ok is (tamper is None)
+    for chunk_size in (1, 3, 50_000):
+        assert ledger.verify_database(chunk_size=chunk_size) == expected

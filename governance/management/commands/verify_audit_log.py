@@ -27,7 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, file=None, allow_gaps=False, **options):
         if not file:
-            result = ledger.verify(ledger.database_records())
+            result = ledger.verify_database()
             if not result.ok:
                 raise CommandError(result.summary(), returncode=1)
             self.stdout.write(result.summary())
