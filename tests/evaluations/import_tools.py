@@ -12,11 +12,8 @@ optional package it needs offline, libsql's linux-x64 binding, is a direct depen
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,11 +21,12 @@ from pathlib import Path
 
 from django.utils import timezone
 
+from tests.npm import npm_ci
+
 HERE = Path(__file__).parent
 TASK_DIR = HERE / "inspect_task"
 PROMPTFOO_DIR = HERE / "promptfoo"
 PROMPTFOO_BIN = PROMPTFOO_DIR / "node_modules" / ".bin" / "promptfoo"
-INSTALLED_STAMP = PROMPTFOO_DIR / "node_modules" / ".rgd-lock-sha256"
 
 
 # --- Inspect AI -------------------------------------------------------------------------------------------------
@@ -78,33 +76,18 @@ def finish(proc: subprocess.Popen, log_dir: Path, what: str) -> Path:
 # --- promptfoo -------------------------------------------------------------------------------------------------
 
 
-def _lock_digest() -> str:
-    return hashlib.sha256((PROMPTFOO_DIR / "package-lock.json").read_bytes()).hexdigest()
-
-
 def install_promptfoo() -> Path:
-    """``npm ci`` from the committed lock file, once per checkout (again when the lock file changes)."""
-    with open(PROMPTFOO_DIR / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        digest = _lock_digest()
-        if PROMPTFOO_BIN.exists() and INSTALLED_STAMP.exists() and INSTALLED_STAMP.read_text() == digest:
-            return PROMPTFOO_BIN
-        npm = shutil.which("npm")
-        assert npm, "npm (Node.js 20) is needed to install promptfoo for the import tests"
-        started = time.monotonic()
-        result = subprocess.run(
-            [npm, "ci", "--omit=optional", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"],
-            cwd=PROMPTFOO_DIR,
-            env={**os.environ, "npm_config_update_notifier": "false"},
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            check=False,
-        )
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-        INSTALLED_STAMP.write_text(digest)
+    """``npm ci --omit=optional`` from the committed lock file, once per checkout (again when it changes)."""
+    started = time.monotonic()
+    if npm_ci(
+        PROMPTFOO_DIR,
+        installed=PROMPTFOO_BIN,
+        what="promptfoo for the import tests",
+        args=("--omit=optional",),
+        timeout=1200,
+    ):
         print(f"promptfoo installed by npm ci in {time.monotonic() - started:.1f} s")
-        return PROMPTFOO_BIN
+    return PROMPTFOO_BIN
 
 
 def promptfoo_env(config_dir: Path) -> dict[str, str]:

@@ -8,8 +8,6 @@ whose install matches the lock file reuses it). The tests reach the provider ove
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -22,36 +20,16 @@ from pathlib import Path
 
 import requests
 
+from tests.npm import npm_ci
+
 HERE = Path(__file__).parent
 PROVIDER_JS = HERE / "provider.mjs"
 MODULES = HERE / "node_modules"
-INSTALLED_STAMP = MODULES / ".rgd-lock-sha256"
-
-
-def _lock_digest() -> str:
-    return hashlib.sha256((HERE / "package-lock.json").read_bytes()).hexdigest()
 
 
 def install() -> None:
     """``npm ci`` from the committed lock file, once per checkout (again when the lock file changes)."""
-    with open(HERE / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        digest = _lock_digest()
-        if (MODULES / "oidc-provider").exists() and INSTALLED_STAMP.exists() and INSTALLED_STAMP.read_text() == digest:
-            return
-        npm = shutil.which("npm")
-        assert npm, "npm (Node.js 20) is needed to run the test identity provider (tests/oidc/)"
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"],
-            cwd=HERE,
-            env={**os.environ, "npm_config_update_notifier": "false"},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-        INSTALLED_STAMP.write_text(digest)
+    npm_ci(HERE, installed=MODULES / "oidc-provider", what="the test identity provider (tests/oidc/)")
 
 
 @dataclass
