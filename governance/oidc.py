@@ -80,10 +80,6 @@ def provider_name() -> str:
     return settings.OIDC_PROVIDER_NAME
 
 
-def login_url() -> str:
-    return reverse("openid_connect_login", kwargs={"provider_id": settings.OIDC_PROVIDER_ID})
-
-
 # --- the protocol: allauth's adapter, with the signature always verified and PKCE insisted on ---------------------
 
 
