@@ -241,40 +241,47 @@ def _phase_label(kind: str) -> str:
     return "completed" if kind == "completed" else dict(PhaseKind.choices).get(kind, kind)
 
 
-def transition_message(rollout: Rollout, from_phase: str, to: str) -> dict[str, Any]:
-    """Slack-compatible body of a phase transition applied (``rollout.transition_applied``)."""
-    url = rollout_url(rollout)
-    text = f":arrow_forward: {rollout.name} moved from {_phase_label(from_phase)} to {_phase_label(to)}"
+def _notice(*, text: str, url: str, link: str, event: str, **data: Any) -> dict[str, Any]:
+    """A one-line Slack-compatible body (``text``, a section and a link) with the event's facts beside it."""
     return {
         "text": text,
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|Open the rollout>"}]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|{link}>"}]},
         ],
-        "event": EVENT_TRANSITION_APPLIED,
-        "transition": {"rollout": rollout.slug, "url": url, "from": from_phase, "to": to},
+        "event": event,
+        **data,
     }
+
+
+def transition_message(rollout: Rollout, from_phase: str, to: str) -> dict[str, Any]:
+    """Slack-compatible body of a phase transition applied (``rollout.transition_applied``)."""
+    url = rollout_url(rollout)
+    return _notice(
+        text=f":arrow_forward: {rollout.name} moved from {_phase_label(from_phase)} to {_phase_label(to)}",
+        url=url,
+        link="Open the rollout",
+        event=EVENT_TRANSITION_APPLIED,
+        transition={"rollout": rollout.slug, "url": url, "from": from_phase, "to": to},
+    )
 
 
 def incident_closed_message(incident: Incident) -> dict[str, Any]:
     """Slack-compatible body of an incident closed with its retrospective (``rollout.incident_closed``)."""
     url = incident_url(incident)
-    text = f":white_check_mark: Incident closed on {incident.rollout.name}: {incident.title}"
-    return {
-        "text": text,
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|Open the incident>"}]},
-        ],
-        "event": EVENT_INCIDENT_CLOSED,
-        "incident": {
+    return _notice(
+        text=f":white_check_mark: Incident closed on {incident.rollout.name}: {incident.title}",
+        url=url,
+        link="Open the incident",
+        event=EVENT_INCIDENT_CLOSED,
+        incident={
             "id": incident.pk,
             "url": url,
             "rollout": incident.rollout.slug,
             "phase": incident.phase.kind if incident.phase else None,
             "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
         },
-    }
+    )
 
 
 @transaction.atomic
