@@ -27,7 +27,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from itertools import islice
@@ -434,9 +434,13 @@ def verify(records: Iterable[Mapping[str, Any]], *, segment: bool = False, allow
 
 
 def _verify(
-    entries: Iterable[tuple[int, str, str, Mapping[str, Any]]], *, segment: bool = False, allow_gaps: bool = False
+    entries: Iterable[tuple[int, str, str, Any]],
+    *,
+    segment: bool = False,
+    allow_gaps: bool = False,
+    canonical: Callable[[Any], str] = canonical_json,
 ) -> VerifyResult:
-    """``verify`` over (sequence, prev_hash, hash, payload) tuples."""
+    """``verify`` over (sequence, prev_hash, hash, payload) tuples; ``canonical(payload)`` is the hashed text."""
     count, gaps = 0, 0
     first = last = None
     prev_seq: int | None = None
@@ -460,7 +464,7 @@ def _verify(
         if linked and prev_hash is not None and entry_prev_hash != prev_hash:
             return broken(sequence, "prev_hash does not match the previous entry's hash")
         # entry_hash(), inlined: this line runs once per entry of a million-entry ledger.
-        if sha256((entry_prev_hash + canonical_json(payload)).encode("ascii")).hexdigest() != entry_own_hash:
+        if sha256((entry_prev_hash + canonical(payload)).encode("ascii")).hexdigest() != entry_own_hash:
             return broken(sequence, "content does not match its hash (altered or inserted)")
         count += 1
         last = (sequence, entry_own_hash)
@@ -479,35 +483,115 @@ def database_records(chunk_size: int = 20_000) -> Iterator[dict[str, Any]]:
 _AT_SQL = """to_char("at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
-def _database_entries(chunk_size: int) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
-    """(sequence, prev_hash, hash, payload) of every entry in sequence order, from a server-side cursor fetching
-    ``chunk_size`` rows at a time: plain tuples (no model, no per-field converters), ``at`` already formatted."""
-    columns = [_AT_SQL if name == "at" else connection.ops.quote_name(name) for name in PAYLOAD_FIELDS]
+# --- Verifying the database fast: PostgreSQL writes most of each entry's canonical JSON ----------------------------
+#
+# The canonical payload is an object with the fixed keys of PAYLOAD_FIELDS in sorted order, so apart from before
+# and after it is a template PostgreSQL can fill in: to_json(text) escapes a string exactly as json.dumps with
+# ensure_ascii does for every character below U+007F (the same \b \f \n \r \t \" \\ escapes, other control
+# characters as lowercase \u00xx), integers print alike, and ``at`` is ``format_at``'s text. What is left to Python:
+# \u-escaping the (rare) characters from U+007F up, and before/after, whose jsonb text is parsed (as Django parses
+# it) and encoded by the canonical encoder; the same values recur often (a flag's {"enabled": false}), so their
+# canonical text is remembered for up to _JSON_MEMO_SIZE texts.
+
+
+def _json_string_sql(name: str) -> str:
+    return f"to_json({connection.ops.quote_name(name)})::text"
+
+
+def _json_int_sql(name: str) -> str:
+    return f"coalesce({connection.ops.quote_name(name)}::text, 'null')"
+
+
+def _payload_pieces_sql() -> str:
+    """SELECT sequence, prev_hash, hash, head, after, middle, before, tail: the canonical payload of an entry is
+    head + canonical(after) + middle + canonical(before) + tail (with ``\\u`` escapes past U+007E)."""
+    pieces: list[list[str]] = [[]]
+    for name in sorted(PAYLOAD_FIELDS):
+        key = json.dumps(name)
+        opening = "{" if not pieces[-1] and len(pieces) == 1 else ","
+        if name in JSON_FIELDS:
+            pieces[-1].append(f"'{opening}{key}:'")
+            pieces.append([])
+        elif name == "at":
+            pieces[-1].append(f"""'{opening}{key}:"' || {_AT_SQL} || '"'""")
+        elif name in INT_FIELDS:
+            pieces[-1].append(f"'{opening}{key}:' || {_json_int_sql(name)}")
+        else:
+            pieces[-1].append(f"'{opening}{key}:' || {_json_string_sql(name)}")
+    pieces[-1].append("'}'")
+    head, middle, tail = (" || ".join(p) for p in pieces)
+    first_json, second_json = (name for name in sorted(PAYLOAD_FIELDS) if name in JSON_FIELDS)
     table = connection.ops.quote_name(AuditEvent._meta.db_table)
-    sql = f"SELECT {', '.join(columns)}, prev_hash, hash FROM {table} ORDER BY sequence"  # noqa: S608 - our names
-    before, after = PAYLOAD_FIELDS.index("before"), PAYLOAD_FIELDS.index("after")
-    width = len(PAYLOAD_FIELDS)
-    loads = json.loads
+    return (
+        f"SELECT sequence, prev_hash, hash, {head}, {first_json}::text, {middle}, {second_json}::text, {tail} "  # noqa: S608
+        f"FROM {table} ORDER BY sequence"
+    )
+
+
+_PAST_ASCII = re.compile(r"[^\x00-\x7e]")
+_JSON_MEMO_SIZE = 10_000
+_JSON_DECODER = json.JSONDecoder()
+# The canonical encoder's own C function, built once (``JSONEncoder.encode`` builds it again at every call); no
+# circular check, as values parsed from JSON cannot hold a cycle. None where Python has no C accelerator.
+_C_ENCODE = (
+    json.encoder.c_make_encoder(
+        None, _CANONICAL.default, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, False
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
+
+
+def _canonical_of_jsonb(text: str) -> str:
+    """canonical_json(json.loads(text)) for a jsonb column's text."""
+    value, end = _JSON_DECODER.scan_once(text, 0)
+    if end != len(text):  # never for jsonb's own text; json.loads decides
+        value = json.loads(text)
+    if _C_ENCODE is None:
+        return canonical_json(value)
+    return "".join(_C_ENCODE(value, 0))
+
+
+def _database_payloads(chunk_size: int) -> Iterator[tuple[int, str, str, str]]:
+    """(sequence, prev_hash, hash, canonical payload text) of every entry in sequence order, from a server-side
+    cursor fetching ``chunk_size`` rows at a time."""
+    memo: dict[str, str] = {}
+    canonical = _canonical_of_jsonb
+    escape = _PAST_ASCII.sub
     with transaction.atomic(), connection.chunked_cursor() as cursor:
-        cursor.execute(sql)
+        cursor.execute(_payload_pieces_sql())
         while rows := cursor.fetchmany(chunk_size):
-            for row in rows:
-                values = list(row[:width])
-                # jsonb arrives as text (Django's psycopg setup leaves parsing to the JSON field).
-                if values[before] is not None:
-                    values[before] = loads(values[before])
-                if values[after] is not None:
-                    values[after] = loads(values[after])
-                yield values[0], row[width], row[width + 1], dict(zip(PAYLOAD_FIELDS, values, strict=True))
+            for sequence, prev_hash, own_hash, head, first, middle, second, tail in rows:
+                if first is None:
+                    first = "null"
+                elif (known := memo.get(first)) is not None:
+                    first = known
+                else:
+                    if len(memo) >= _JSON_MEMO_SIZE:
+                        memo.clear()
+                    first = memo[first] = canonical(first)
+                if second is None:
+                    second = "null"
+                elif (known := memo.get(second)) is not None:
+                    second = known
+                else:
+                    if len(memo) >= _JSON_MEMO_SIZE:
+                        memo.clear()
+                    second = memo[second] = canonical(second)
+                text = f"{head}{first}{middle}{second}{tail}"
+                if not text.isascii() or "\x7f" in text:
+                    text = escape(_json_escape, text)
+                yield sequence, prev_hash, own_hash, text
 
 
 def verify_database(chunk_size: int = 50_000) -> VerifyResult:
     """``verify(database_records())``, streamed: on PostgreSQL straight from a server-side cursor in chunks of
-    ``chunk_size`` entries with the timestamps formatted by the server (the per-row Python is one dict, the
-    canonical JSON and the hash); elsewhere (SQLite) through ``database_records``."""
+    ``chunk_size`` entries, the server writing most of each canonical payload (``_database_payloads``); elsewhere
+    (SQLite) through ``database_records``."""
     if connection.vendor != "postgresql":
         return verify(database_records())
-    return _verify(_database_entries(chunk_size))
+    # str(text) is the text itself: the payloads arrive canonical.
+    return _verify(_database_payloads(chunk_size), canonical=str)
 
 
 # --- Exporting ------------------------------------------------------------------------------------

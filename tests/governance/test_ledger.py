@@ -414,3 +414,58 @@ def test_the_streamed_database_verification_equals_the_record_by_record_one(roll
     assert expected.ok is (tamper is None)
     for chunk_size in (1, 3, 50_000):
         assert ledger.verify_database(chunk_size=chunk_size) == expected
+
+
+TRICKY_TEXTS = [
+    "plain",
+    "",
+    "é ü 中",
+    "😀 astral",
+    "\u2028 separator",
+    "del \x7f char",
+    "ctrl \x01\x1f",
+    'quote " and back\\slash /',
+    "new\nline\r\ttab\b\f",
+    "=SUM(A1)",
+    "-2",
+]
+TRICKY_JSON = [
+    None,
+    {},
+    [],
+    {"enabled": False},
+    {"ccc": 1, "a": 2, "bb": [3, None, True], "é": "x", "Z": {"y": -1, "x": {"deep": [1.5, -0.0, 2.5e-7]}}},
+    {"ключ": "значение", "big": 1e300, "float": 123456789.123456789, "neg": -42, "small": 1e-300, "t": "\u2028"},
+    [-1, "=x", 'q"\\', {"n": None}],
+    "a string",
+    -3,
+    0.1,
+    True,
+]
+
+
+@pytest.mark.postgres
+def test_the_servers_payload_text_is_the_canonical_json_of_every_entry(db, monkeypatch):
+    """``verify_database`` hashes text PostgreSQL mostly writes (``_database_payloads``): for every kind of value
+    it must be exactly ``canonical_json`` of the payload Django reads, or an intact ledger would look broken."""
+    for i, (text, value) in enumerate(itertools.product(TRICKY_TEXTS, TRICKY_JSON)):
+        with acting_as(Actor(kind="user", name=f"{text} {i}", user_id=-i if i % 2 else None, token_id=i or None)):
+            ledger.append(
+                action="update",
+                object_type="x.y",
+                object_id=text[:60],
+                object_repr=text,
+                reason=text,
+                rollout_id=-i if i % 3 else None,
+                before=value,
+                after=TRICKY_JSON[(i + 1) % len(TRICKY_JSON)],
+            )
+    expected = [
+        (r["sequence"], r["prev_hash"], r["hash"], ledger.canonical_json(ledger.payload_of(r)))
+        for r in ledger.database_records()
+    ]
+    assert len(expected) >= len(TRICKY_TEXTS) * len(TRICKY_JSON)
+    assert list(ledger._database_payloads(7)) == expected
+    monkeypatch.setattr(ledger, "_JSON_MEMO_SIZE", 2)  # the memo of before/after texts forgets and refills
+    assert list(ledger._database_payloads(50_000)) == expected
+    assert ledger.verify_database().ok
