@@ -11,15 +11,14 @@ import re
 from collections.abc import Sequence
 
 import django_tables2 as tables
-from django.conf import settings
 from django.template.defaultfilters import date as date_filter
 from django.template.defaultfilters import floatformat
 from django.urls import reverse
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.html import escape, format_html
 
 from rollout.converters import IDENT_PATTERN
-from rollout.tables import PrerenderedRowsTable, Sorting, TimeColumn
+from rollout.tables import PrerenderedRowsTable, Sorting, TimeColumn, shown_number
 from rollout.timefmt import render_time
 
 from .templatetags.evaluation_tags import metric_value
@@ -36,11 +35,6 @@ LATE_BADGE = (
     ' <span class="badge text-bg-warning late-arrival" title="Arrived after the phase period it finished '
     'in had ended: shown, not counted by triggers or gates">late arrival</span>'
 )
-
-
-def _number(value: int) -> str:
-    """An integer as ``{{ value }}`` shows it (grouped only when the project turns thousand separators on)."""
-    return formats.localize(value) if settings.USE_THOUSAND_SEPARATOR else str(value)
 
 
 class RunTable(PrerenderedRowsTable):
@@ -115,15 +109,15 @@ class RunTable(PrerenderedRowsTable):
             purged = date_filter(timezone.localtime(record.outputs_purged_at), "Y-m-d")
             outputs = f'<span class="badge text-bg-secondary" title="purged {escape(purged)} UTC">purged</span>'
         else:
-            outputs = _number(record.output_count)
+            outputs = shown_number(record.output_count)
         return (
             run,
             escape(phase) if phase not in ("", None) else "—",
             escape(arm) if arm not in ("", None) else "—",
             escape(cohort) if cohort not in ("", None) else "—",
             render_time(record.finished_at, self.columns["finished"].column.fmt),
-            _number(record.conversations),
-            f"{_number(record.guardrail_compensations)} "
+            shown_number(record.conversations),
+            f"{shown_number(record.guardrail_compensations)} "
             f'<span class="text-muted">({floatformat(record.compensation_ratio, "-4")})</span>',
             metric_value(record.task_success_rate, "ratio") if record.task_success_rate is not None else "—",
             metric_value(record.latency_p95_ms, "ms") if record.latency_p95_ms is not None else "—",
