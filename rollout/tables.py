@@ -156,10 +156,15 @@ class KeysetTable(tables.Table):
         self._order_by = OrderByTuple([sort] if sort.lstrip("-") in self.columns else [])
 
 
-def shown_number(value: int) -> str:
-    """An integer as ``{{ value }}`` shows it: grouped only when the project turns thousand separators on (the
-    one-pass renderers skip the localisation call per number otherwise)."""
-    return formats.localize(value) if settings.USE_THOUSAND_SEPARATOR else str(value)
+def shown_number(value: float) -> str:
+    """A number as ``{{ value }}`` shows it, for the one-pass renderers: Django's localisation costs a call chain
+    per number, and gives ``str()`` unless thousand separators are on, the decimal separator is not a point or
+    a float prints with an exponent (which it spells out)."""
+    if settings.USE_THOUSAND_SEPARATOR or isinstance(value, bool) or not isinstance(value, int | float):
+        return str(formats.localize(value))
+    if isinstance(value, float) and ("e" in repr(value) or formats.get_format("DECIMAL_SEPARATOR") != "."):
+        return str(formats.localize(value))
+    return str(value)
 
 
 class PrerenderedRowsTable(KeysetTable):
