@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +37,20 @@ def _day(at: dt.datetime) -> dt.date:
 
 def add_runs(runs: Iterable[EvaluationRun]) -> int:
     """Add newly stored runs to their summaries (inside the caller's transaction). Returns the rows touched."""
+    return add_rows(
+        (run.rollout_id, run.phase_id, run.arm, run.finished_at, [getattr(run, key) for key in METRIC_KEYS])
+        for run in runs
+    )
+
+
+def add_rows(rows: Iterable[tuple[int, int, str, dt.datetime, Sequence[float | None]]]) -> int:
+    """``add_runs`` for runs given as (rollout id, phase id, arm, finished at, values in ``METRIC_KEYS`` order):
+    ingestion stores runs with COPY and builds no model instance per run."""
     totals: dict[tuple[int, int, str, dt.date], list] = defaultdict(lambda: [0] + [0.0] * len(COLUMNS))
-    for run in runs:
-        row = totals[(run.rollout_id, run.phase_id, run.arm, _day(run.finished_at))]
+    for rollout_id, phase_id, arm, finished_at, values in rows:
+        row = totals[(rollout_id, phase_id, arm, _day(finished_at))]
         row[0] += 1
-        for i, key in enumerate(METRIC_KEYS):
-            value = getattr(run, key)
+        for i, value in enumerate(values):
             if value is not None:
                 row[1 + 3 * i] += 1
                 row[2 + 3 * i] += value

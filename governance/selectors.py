@@ -94,41 +94,69 @@ def next_step(rollout: Rollout, current: Phase | None) -> tuple[str | None, str]
 # --- The plan and its version ------------------------------------------------------------
 
 
+# What ``rollout.selectors.rollout_detail`` prefetches onto the page's rollout: the plan is then hashed from it.
+_PLAN_PREFETCHED = ("phases", "cohorts", "escalation_contacts", "success_criteria")
+
+
 def plan_content(rollout: Rollout) -> dict[str, Any]:
     """Everything the leads sign, read fresh from the database (six queries).
 
     Success criteria, SLA and guardrail thresholds, cohorts and their members,
     the deployment calendar and the escalation matrix.
+
+    On the rollout page, whose selector loaded the rollout with its phases, cohorts, escalation contacts and
+    success criteria in this request, those are used as loaded (one query: the cohorts' members). Services get a
+    rollout without these prefetches and read everything fresh. Both give the same content in the same order
+    (``tests/governance/test_signoff.py``): the sorts below are on choice values and numbers, whose order is the
+    same in Python as under any collation.
     """
-    values = Rollout.objects.values(*PLAN_FIELDS).get(pk=rollout.pk)
+    cached = getattr(rollout, "_prefetched_objects_cache", {})
+    if all(name in cached for name in _PLAN_PREFETCHED):
+        values: dict[str, Any] = {name: getattr(rollout, name) for name in PLAN_FIELDS}
+        phase_rows = [(p.kind, p.planned_start) for p in sorted(rollout.phases.all(), key=lambda p: p.order)]
+        cohort_rows = [
+            (c.pk, c.kind, c.name, c.entry_phase) for c in sorted(rollout.cohorts.all(), key=lambda c: c.kind)
+        ]
+        escalation_rows = [
+            (e.severity, e.contact, e.role, e.channel)
+            for e in sorted(rollout.escalation_contacts.all(), key=lambda e: (e.severity, e.order, e.pk))
+        ]
+        criteria_rows = [
+            (c.metric, c.comparator, c.threshold)
+            for c in sorted(rollout.success_criteria.all(), key=lambda c: c.metric)
+        ]
+    else:
+        values = Rollout.objects.values(*PLAN_FIELDS).get(pk=rollout.pk)
+        phase_rows = list(Phase.objects.filter(rollout=rollout).order_by("order").values_list("kind", "planned_start"))
+        cohort_rows = list(
+            Cohort.objects.filter(rollout=rollout).order_by("kind").values_list("pk", "kind", "name", "entry_phase")
+        )
+        escalation_rows = list(
+            EscalationContact.objects.filter(rollout=rollout)
+            .order_by("severity", "order", "id")
+            .values_list("severity", "contact", "role", "channel")
+        )
+        criteria_rows = list(
+            SuccessCriterion.objects.filter(rollout=rollout)
+            .order_by("metric")
+            .values_list("metric", "comparator", "threshold")
+        )
     thresholds = {
         name: (str(Decimal(value).quantize(Decimal("0.0001"))) if isinstance(value, Decimal) else value)
         for name, value in values.items()
     }
-    calendar = [
-        {"phase": kind, "planned_start": start.isoformat() if start else None}
-        for kind, start in Phase.objects.filter(rollout=rollout).order_by("order").values_list("kind", "planned_start")
-    ]
+    calendar = [{"phase": kind, "planned_start": start.isoformat() if start else None} for kind, start in phase_rows]
     members: dict[int, list[str]] = {}
     for cohort_id, slug in CohortMembership.objects.filter(rollout=rollout).values_list("cohort_id", "tenant__slug"):
         members.setdefault(cohort_id, []).append(slug)
     cohorts = [
         {"kind": kind, "name": name, "entry_phase": entry, "tenants": sorted(members.get(pk, []))}
-        for pk, kind, name, entry in Cohort.objects.filter(rollout=rollout)
-        .order_by("kind")
-        .values_list("pk", "kind", "name", "entry_phase")
+        for pk, kind, name, entry in cohort_rows
     ]
-    escalation = [
-        list(row)
-        for row in EscalationContact.objects.filter(rollout=rollout)
-        .order_by("severity", "order", "id")
-        .values_list("severity", "contact", "role", "channel")
-    ]
+    escalation = [list(row) for row in escalation_rows]
     criteria = [
         {"metric": metric, "comparator": comparator, "threshold": float(threshold)}
-        for metric, comparator, threshold in SuccessCriterion.objects.filter(rollout=rollout)
-        .order_by("metric")
-        .values_list("metric", "comparator", "threshold")
+        for metric, comparator, threshold in criteria_rows
     ]
     return {
         "thresholds": thresholds,

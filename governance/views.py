@@ -26,8 +26,9 @@ from rollout.auth import decision_auth, require_fresh_authentication
 from rollout.confirming import confirm_step, entered, is_confirmed, went_back
 from rollout.errors import DomainError
 from rollout.forms import ReasonForm
-from rollout.models import Rollout
+from rollout.models import Rollout, RolloutStatus
 from rollout.roles import has_role
+from rollout.services import reentry_target
 from rollout.tables import list_context, sorted_page
 
 from . import jobs, ledger, manifest, records, reports, reviews, selectors, services
@@ -113,8 +114,13 @@ def transition_list(request: HttpRequest, slug: str) -> HttpResponse:
         request, TransitionFilter, selectors.transition_requests(rollout), TRANSITION_SORTING, TransitionTable
     )
     has_pending = selectors.pending_request(rollout) is not None
+    # After a rollback the way on is a re-entry into the phase rolled back: the button says so.
+    phase = reentry_target(rollout) if rollout.status == RolloutStatus.ROLLED_BACK else None
+    reentry = selectors.target_label(phase) if phase else None
     return render(
-        request, "governance/transition_list.html", {"rollout": rollout, "has_pending": has_pending, **context}
+        request,
+        "governance/transition_list.html",
+        {"rollout": rollout, "has_pending": has_pending, "reentry_label": reentry, **context},
     )
 
 
@@ -134,7 +140,8 @@ def transition_create(request: HttpRequest, slug: str) -> HttpResponse:
         except DomainError as exc:
             form.add_error("justification" if exc.field == "justification" else None, exc.message)
         else:
-            messages.success(request, f"Requested the move into {created.get_target_display()}.")
+            step = "re-entry into" if created.is_reentry else "move into"
+            messages.success(request, f"Requested the {step} {created.get_target_display()}.")
             return redirect(created)
     return render(request, "governance/transition_form.html", {"rollout": rollout, "gov": gov, "form": form})
 

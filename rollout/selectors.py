@@ -135,15 +135,14 @@ def _choice_label(field: str, choices: list[tuple[str, str]]) -> Case:
     return Case(*(When(**{field: value}, then=Value(str(label))) for value, label in choices), default=F(field))
 
 
-def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
-    """The newest history records of the rollout and its parts: one query, a ``UNION ALL`` of each tracked model's
-    newest ``limit`` records (as many rows at most whatever the history's length)."""
+def _history_union(rollout_pk: int, limit: int) -> QuerySet:
+    """The ``UNION ALL`` of each tracked model's newest ``limit`` history records of one rollout."""
     sources = [
-        (Rollout.history.filter(id=rollout.pk), "Rollout", F("name")),
-        (Phase.history.filter(rollout_id=rollout.pk), "Phase", _choice_label("kind", PhaseKind.choices)),
-        (ChecklistItem.history.filter(rollout_id=rollout.pk), "Checklist item", F("title")),
+        (Rollout.history.filter(id=rollout_pk), "Rollout", F("name")),
+        (Phase.history.filter(rollout_id=rollout_pk), "Phase", _choice_label("kind", PhaseKind.choices)),
+        (ChecklistItem.history.filter(rollout_id=rollout_pk), "Checklist item", F("title")),
         (
-            FlagExposure.history.filter(flag__rollout=rollout),
+            FlagExposure.history.filter(flag__rollout_id=rollout_pk),
             "Flag exposure",
             Concat(
                 F("flag__key"),
@@ -151,9 +150,9 @@ def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
                 F("tenant__name"),
             ),
         ),
-        (Communication.history.filter(rollout_id=rollout.pk), "Communication", F("title")),
-        (Incident.history.filter(rollout_id=rollout.pk), "Incident", F("title")),
-        (Cohort.history.filter(rollout_id=rollout.pk), "Cohort", F("name")),
+        (Communication.history.filter(rollout_id=rollout_pk), "Communication", F("title")),
+        (Incident.history.filter(rollout_id=rollout_pk), "Incident", F("title")),
+        (Cohort.history.filter(rollout_id=rollout_pk), "Cohort", F("name")),
     ]
     # PostgreSQL takes each part's newest ``limit`` rows; SQLite (the embedded demo database) cannot limit the parts
     # of a compound statement, so it unions whole (small) histories.
@@ -179,7 +178,47 @@ def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
         for index, (qs, label, describe) in enumerate(sources)
     ]
     # Newest first; at the same moment in the order of the sources above, then the newest record.
-    rows = parts[0].union(*parts[1:], all=True).order_by("-history_date", "source", "-history_id")[:limit]
+    return parts[0].union(*parts[1:], all=True).order_by("-history_date", "source", "-history_id")[:limit]
+
+
+# A rollout id no rollout has (within a 32-bit integer column's range: the ORM compiles an id outside it to no rows),
+# compiled into the history statement once, then replaced by the real one: one parameter in each of the seven parts.
+_HISTORY_PK_PLACEHOLDER = -2_147_480_009
+_HISTORY_PARTS = 7
+_history_sql: dict[tuple[str, int], tuple[str, tuple[Any, ...]] | None] = {}
+
+
+def _is_placeholder(param: Any) -> bool:
+    # The PostgreSQL backend passes some integers wrapped in the driver's typed subclasses (Int8): kept as they are.
+    return isinstance(param, int) and not isinstance(param, bool) and param == _HISTORY_PK_PLACEHOLDER
+
+
+def _history_rows(rollout_pk: int, limit: int) -> list[dict[str, Any]]:
+    """The rows of ``_history_union``. On PostgreSQL its SQL is compiled once per process and limit (building and
+    compiling the seven-part statement cost more CPU than everything else of the query, per page view); the
+    rollout's id is its only parameter that varies. PostgreSQL's driver returns these columns as the ORM would
+    (no converters apply to them there); other databases take the ORM's path."""
+    key = (connection.alias, limit)
+    if key not in _history_sql:
+        compiled = None
+        if connection.vendor == "postgresql":
+            sql, params = _history_union(_HISTORY_PK_PLACEHOLDER, limit).query.sql_with_params()
+            if sum(1 for p in params if _is_placeholder(p)) == _HISTORY_PARTS:
+                compiled = (sql, tuple(params))
+        _history_sql[key] = compiled
+    if _history_sql[key] is None:
+        return list(_history_union(rollout_pk, limit))
+    sql, template = _history_sql[key]
+    params = [type(p)(rollout_pk) if _is_placeholder(p) else p for p in template]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
+    """The newest history records of the rollout and its parts: one query, a ``UNION ALL`` of each tracked model's
+    newest ``limit`` records (as many rows at most whatever the history's length)."""
     return [
         {
             "at": r["history_date"],
@@ -189,7 +228,7 @@ def rollout_history(rollout: Rollout, limit: int = 10) -> list[dict[str, Any]]:
             "user": r["username"],
             "reason": r["history_change_reason"] or "",
         }
-        for r in rows
+        for r in _history_rows(rollout.pk, limit)
     ]
 
 
@@ -207,7 +246,8 @@ def open_incidents(rollout: Rollout) -> list[Incident]:
 def rollout_detail(slug: str) -> RolloutDetail:
     # The phases (each with its activity periods: the timeline shows every entry, re-entries included) and the open
     # incidents go into the rollout's prefetch caches: the panels (``active_phase``, ``open_incidents``, the gates)
-    # read them from there instead of querying again.
+    # read them from there instead of querying again. The cohorts, escalation contacts and success criteria do too,
+    # so the governance panel's plan version is hashed from them (``governance.selectors.plan_content``).
     rollout = get_object_or_404(
         Rollout.objects.select_related("owner").prefetch_related(
             Prefetch(
@@ -222,6 +262,8 @@ def rollout_detail(slug: str) -> RolloutDetail:
                 to_attr=OPEN_INCIDENTS,
             ),
             "success_criteria",  # the GA gate's
+            Prefetch("cohorts", queryset=Cohort.objects.annotate(member_count=Count("memberships"))),
+            "escalation_contacts",
         ),
         slug=slug,
     )
@@ -229,7 +271,7 @@ def rollout_detail(slug: str) -> RolloutDetail:
     current = next((p for p in phases if p.status == PhaseStatus.ACTIVE), None)
     rolled_back = next((p for p in reversed(phases) if p.status == PhaseStatus.ROLLED_BACK), None)
     items = list(rollout.checklist_items.select_related("completed_by"))
-    cohorts = list(rollout.cohorts.annotate(member_count=Count("memberships")))
+    cohorts = list(rollout.cohorts.all())
     flags = list(rollout.flags.all())
     flag_rows, kill_on = _flag_rows(rollout, flags, cohorts)
     return RolloutDetail(
@@ -246,7 +288,7 @@ def rollout_detail(slug: str) -> RolloutDetail:
         member_count=sum(c.member_count for c in cohorts),
         communications=list(rollout.communications.select_related("author")[:10]),
         open_incidents=open_incidents(rollout),
-        escalation=list(rollout.escalation_contacts.all()),
+        escalation=list(rollout.escalation_contacts.all()),  # prefetched
         history=rollout_history(rollout),
     )
 

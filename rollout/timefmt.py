@@ -36,6 +36,23 @@ def valid_zone(name: object) -> zoneinfo.ZoneInfo | None:
         return None
 
 
+# The formats pages use most, as ``str.format`` patterns giving exactly what ``django.utils.dateformat`` gives
+# ("Y": the year in four digits with leading zeros; "m", "d", "H", "i", "s": two): a page shows dozens of times,
+# and Django's formatter costs tens of microseconds a call. Other formats take Django's.
+_DATETIME_FORMATS = {
+    "Y-m-d H:i": "{0.year:04d}-{0.month:02d}-{0.day:02d} {0.hour:02d}:{0.minute:02d}",
+    "Y-m-d H:i:s": "{0.year:04d}-{0.month:02d}-{0.day:02d} {0.hour:02d}:{0.minute:02d}:{0.second:02d}",
+    "Y-m-d": "{0.year:04d}-{0.month:02d}-{0.day:02d}",
+}
+_DATE_FORMATS = {"Y-m-d": _DATETIME_FORMATS["Y-m-d"]}
+
+
+def format_time(value: dt.date, fmt: str) -> str:
+    """``django.utils.dateformat.format(value, fmt)``, quicker for the common formats."""
+    pattern = (_DATETIME_FORMATS if isinstance(value, dt.datetime) else _DATE_FORMATS).get(fmt)
+    return pattern.format(value) if pattern else date_format(value, fmt)
+
+
 def render_time(value: object, fmt: str = DEFAULT_FORMAT) -> SafeString | str:
     """``value`` (a datetime or a date) as a ``<time>`` element in the current zone; other values as text."""
     if value is None or value == "":
@@ -48,11 +65,11 @@ def render_time(value: object, fmt: str = DEFAULT_FORMAT) -> SafeString | str:
         return format_html(
             '<time datetime="{}" title="{} UTC">{}</time>',
             utc.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            date_format(utc, UTC_FORMAT),
-            date_format(local, fmt),
+            format_time(utc, UTC_FORMAT),
+            format_time(local, fmt),
         )
     if isinstance(value, dt.date):
-        return format_html('<time datetime="{}">{}</time>', value.isoformat(), date_format(value, fmt))
+        return format_html('<time datetime="{}">{}</time>', value.isoformat(), format_time(value, fmt))
     return str(value)
 
 
@@ -62,7 +79,7 @@ def plain_time(value: dt.datetime, fmt: str = UTC_FORMAT) -> str:
     if timezone.is_naive(value):
         value = timezone.make_aware(value, dt.UTC)
     local = timezone.localtime(value)
-    return f"{date_format(local, fmt)} {local.tzname() or 'UTC'}"
+    return f"{format_time(local, fmt)} {local.tzname() or 'UTC'}"
 
 
 def _seconds(value: object) -> float | None:

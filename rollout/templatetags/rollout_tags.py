@@ -10,7 +10,8 @@ import markdown as md
 import nh3
 from django import template
 from django.conf import settings
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from rollout import timefmt
 
@@ -66,9 +67,17 @@ def badge_class(value) -> str:
     return "text-bg-" + _BADGE.get(str(value), "secondary")
 
 
-@register.inclusion_tag("partials/badge.html")
-def badge(value, label=None):
-    return {"value": value, "label": label or str(value).replace("_", " "), "css": badge_class(value)}
+@register.simple_tag
+def badge(value, label=None) -> SafeString:
+    """A state badge. Built here rather than by an inclusion template (it was ``partials/badge.html``, the same
+    markup and escaping, its trailing newline included): pages show dozens, and each inclusion cost a template
+    render."""
+    return format_html(
+        '<span class="badge {}" data-state="{}">{}</span>\n',
+        badge_class(value),
+        value,
+        label or str(value).replace("_", " "),
+    )
 
 
 def _own_origin_images(tag: str, attribute: str, value: str) -> str | None:

@@ -162,10 +162,12 @@ def test_bench_smoke_run_prints_a_row_per_benchmark(tmp_path):
         ("retention", "P8", "retention purge of "),
         ("ingest", "P9", "ingest over HTTP, 10 runs x 10 outputs a request (10 runs)"),
         ("writes", "P11", "governed write (approval with history and ledger entry)"),
+        ("startup", "P13", "make run's start (migrate + seed_demo) at "),
     ],
 )
 def test_bench_smoke_run_of_the_reference_rows(tmp_path, module, key, what):
-    """P8, P9 and P11 end to end at a tiny size: one row each, alternated with its reference, in the table and JSON."""
+    """P8, P9, P11 and P13 end to end at a tiny size: one row each, alternated with its reference, in the table
+    and JSON."""
     stdout, figures = _smoke(module, tmp_path)
     (r,) = figures["rows"]
     assert r["key"] == key and r["what"].startswith(what)
@@ -183,3 +185,7 @@ def test_bench_smoke_run_of_the_reference_rows(tmp_path, module, key, what):
         assert figures["outputs_stored"] == 30 * 10  # warm-up, figure and reference samples of 10 runs
     if module == "writes":
         assert figures["writes_per_sample"] == 5
+    if module == "startup":
+        # The seeded ledger plus the demo's own entries, named in the row.
+        assert figures["ledger_entries"] > 1000
+        assert r["what"] == f"make run's start (migrate + seed_demo) at {figures['ledger_entries']:,} ledger entries"

@@ -53,3 +53,35 @@ def test_rollout_detail_needs_the_read_scope(client, token, rollout):
     response = client.get(f"/api/v1/rollouts/{rollout.slug}/", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 403
     assert response["Content-Type"] == "application/problem+json"
+
+
+def test_rollout_detail_makes_the_same_queries_at_two_sizes(api, rollout, users, django_assert_num_queries):
+    """Eleven queries with the canary active (token, rollout, phases once: the gates read them from the rollout's
+    prefetch cache; the incidents' counts, the GA gate's two, the five of the trigger streaks), whatever the runs."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from evaluations import services as evaluation_services
+    from tests.evaluations.conftest import run
+
+    complete_readiness(rollout, users[Role.ROLLOUT_ADMIN])
+    advance_to(rollout, PhaseKind.CANARY, users[Role.ROLLOUT_ADMIN], at=timezone.now() - dt.timedelta(days=2))
+    url = f"/api/v1/rollouts/{rollout.slug}/"
+    api.get(url)  # the per-process caches (content types, ...)
+    with django_assert_num_queries(11):
+        assert api.get(url).json()["current_phase"] == "canary"
+    now = timezone.now()
+    runs = [
+        run(
+            rollout.slug,
+            arm=("baseline", "candidate")[i % 2],
+            finished=now - dt.timedelta(minutes=i),
+            guardrail_compensations=i % 4,
+        )
+        for i in range(40)
+    ]
+    evaluation_services.ingest_runs(payload={"runs": runs})
+    with django_assert_num_queries(11):
+        body = api.get(url).json()
+    assert body["triggers"][0]["trigger"] == "guardrail"

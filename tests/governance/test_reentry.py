@@ -146,15 +146,21 @@ def test_the_rollout_page_offers_re_entry_and_shows_each_period(rolled_back, use
     assert "Next step: re-entry into Canary (internal QA)" in html
     assert "Request re-entry into Canary (internal QA)…" in html
     assert "No next step" not in html
+    listing = client.get(f"/rollouts/{rolled_back.slug}/transitions/").content.decode()
+    assert "Request re-entry into Canary (internal QA)…</a>" in listing and "Request next phase" not in listing
     form = client.get(f"/rollouts/{rolled_back.slug}/transitions/new/").content.decode()
     assert "Request re-entry into Canary (internal QA)" in form
+    assert "<title>Request re-entry · " in form and "Request next phase" not in form
     response = client.post(
-        f"/rollouts/{rolled_back.slug}/transitions/new/", {"target": "canary", "justification": "Prompt fixed."}
+        f"/rollouts/{rolled_back.slug}/transitions/new/",
+        {"target": "canary", "justification": "Prompt fixed."},
+        follow=True,
     )
     request = rolled_back.transition_requests.get(kind=RequestKind.REENTRY)
-    assert response.status_code == 302 and response["Location"] == request.get_absolute_url()
-    detail = client.get(request.get_absolute_url()).content.decode()
+    assert response.redirect_chain == [(request.get_absolute_url(), 302)]
+    detail = response.content.decode()
     assert "Re-entry into Canary (internal QA)" in detail
+    assert "Requested the re-entry into Canary (internal QA)." in detail
     _close_incident(rolled_back, users)
     approve(request, users)
     services.transition_apply(request=request, actor=users[Role.ROLLOUT_ADMIN])

@@ -240,3 +240,32 @@ def test_the_version_does_not_depend_on_how_a_decimal_was_written(rollout, users
     rollout.guardrail_compensation_threshold = Decimal("0.05")  # in memory only; the hash reads the database
     assert plan_hash(rollout) == old
     assert Cohort.objects.filter(rollout=rollout).count() == 3
+
+
+@pytest.mark.parametrize(
+    "change",
+    [None, _change_thresholds, _change_guardrail, _change_calendar, _change_cohort, _change_escalation],
+    ids=["as-created", "sla", "guardrail", "calendar", "cohort-members", "escalation-matrix"],
+)
+def test_the_rollout_page_hashes_the_plan_it_loaded_as_a_fresh_read_does(rollout, users, change, tenants):
+    """The page's selector prefetches phases, cohorts, escalation contacts and success criteria; the plan content
+    built from them (one query, the members) equals the six-query read a service makes, so sign-offs count on the
+    page exactly as in the gates."""
+    from governance.selectors import plan_content
+    from rollout.models import EscalationContact, Severity
+    from rollout.selectors import rollout_detail
+
+    # More than one contact per severity, out of order, so that the matrix's order is what is compared.
+    for severity, order, contact in [(Severity.SEV2, 2, "b@example.com"), (Severity.SEV2, 1, "a@example.com")]:
+        EscalationContact.objects.create(
+            rollout=rollout, severity=severity, order=order, contact=contact, role="x", channel="Pager"
+        )
+    if change is not None:
+        sign_all(rollout, users)
+        change(rollout, users)
+    loaded = rollout_detail(rollout.slug).rollout
+    fresh = type(rollout).objects.get(pk=rollout.pk)
+    content = plan_content(fresh)
+    assert content["cohorts"] and content["escalation_matrix"] and content["success_criteria"]
+    assert plan_content(loaded) == content
+    assert plan_hash(loaded) == plan_hash(fresh)

@@ -18,6 +18,37 @@ from rollout.timefmt import human_duration, render_time
 AT = dt.datetime(2026, 12, 3, 8, 32, 5, 123456, tzinfo=dt.UTC)
 
 
+@pytest.mark.parametrize("fmt", ["Y-m-d H:i", "Y-m-d H:i:s", "Y-m-d", "Y-m-d H:i T", "N j, Y"])
+def test_the_quick_formats_give_exactly_what_djangos_formatter_gives(fmt):
+    from django.utils.dateformat import format as date_format
+
+    from rollout.timefmt import format_time
+
+    zones = [dt.UTC, zoneinfo.ZoneInfo("Europe/Berlin"), zoneinfo.ZoneInfo("Asia/Kolkata")]
+    moments = [
+        dt.datetime(year, month, day, hour, minute, second, tzinfo=zone)
+        for year in (1, 999, 2026, 9999)
+        for month, day in ((1, 1), (2, 28), (12, 31))
+        for hour, minute, second in ((0, 0, 0), (9, 5, 7), (23, 59, 59))
+        for zone in zones
+    ]
+    for moment in moments:
+        assert format_time(moment, fmt) == date_format(moment, fmt)
+        if "H" not in fmt and "T" not in fmt:
+            assert format_time(moment.date(), fmt) == date_format(moment.date(), fmt)
+
+
+def test_a_badge_is_the_markup_its_inclusion_template_made():
+    html = Template('{% load rollout_tags %}{% badge s %}|{% badge s "On <hold>" %}|{% badge v %}').render(
+        Context({"s": "in_progress", "v": '"><script>'})
+    )
+    assert html == (
+        '<span class="badge text-bg-primary" data-state="in_progress">in progress</span>\n|'
+        '<span class="badge text-bg-primary" data-state="in_progress">On <hold></span>\n|'
+        '<span class="badge text-bg-secondary" data-state="&quot;&gt;&lt;script&gt;">&quot;&gt;&lt;script&gt;</span>\n'
+    )
+
+
 def test_when_renders_a_time_element_in_the_active_zone_with_utc_on_hover():
     with timezone.override(zoneinfo.ZoneInfo("Europe/Berlin")):
         assert str(render_time(AT)) == (
