@@ -75,14 +75,8 @@ def chart_rows(chart, bucketed) -> str:
 
 
 # The deltas page's metric rows and its charts are drawn in one pass too: as template loops they made a
-# thousand variable lookups (each number localised) and a dozen badge template renders a page. The markup is
-# that of the loops they replace, kept as reference templates in tests/evaluations (test_pages.py compares).
-
-
-def _badge(value, label=None) -> str:
-    """``{% badge value %}`` (partials/badge.html) without rendering a template."""
-    b = badge(value, label)
-    return f'<span class="badge {escape(b["css"])}" data-state="{escape(b["value"])}">{escape(b["label"])}</span>'
+# thousand variable lookups (each number localised) a page. The markup is that of the loops they replace,
+# kept as a reference template in tests/evaluations (test_pages.py compares).
 
 
 def _add(value, k: int) -> int:
@@ -132,7 +126,7 @@ def delta_rows(phase_deltas) -> SafeString:
             f'<td class="text-end border-start">{escape(signed(cmp.delta, unit))}</td>'
             f'<td class="text-end">{escape(percent(cmp.relative))}</td>'
             f'<td class="text-center text-nowrap">{ci}</td>'
-            f"<td>{_badge(cmp.verdict)}</td>"
+            f"<td>{badge(cmp.verdict)}</td>"
             f'<td class="text-nowrap">{criterion}</td></tr>'
         )
     return mark_safe("\n".join(rows))  # noqa: S308 - every value escaped
