@@ -403,7 +403,7 @@ class DeltaReport:
 
 
 def deltas(
-    rollout: Rollout, *, finished_before: dt.datetime | None = None, days: list[RunDaySummary] | None = None
+    rollout: Rollout, *, finished_before: dt.datetime | None = None, days: list[Any] | None = None
 ) -> DeltaReport:
     """Per phase and metric: both arms' n, mean, sd and Welch's comparison. Three queries (two given ``days``).
 
@@ -456,11 +456,9 @@ def _raw_aggregates(rollout: Rollout, finished_before: dt.datetime) -> dict[tupl
     return {(row["phase_id"], row["arm"]): row for row in rows}
 
 
-def _summary_aggregates(
-    rollout: Rollout, days: list[RunDaySummary] | None = None
-) -> dict[tuple[int, str], dict[str, Any]]:
+def _summary_aggregates(rollout: Rollout, days: list[Any] | None = None) -> dict[tuple[int, str], dict[str, Any]]:
     """The same figures as ``_raw_aggregates`` over all runs, from the day summaries (read here unless given)."""
-    rows = RunDaySummary.objects.filter(rollout=rollout) if days is None else days
+    rows = day_summaries(rollout) if days is None else days
     out: dict[tuple[int, str], dict[str, Any]] = {}
     for key, (runs, metrics) in summaries.moments_of(rows).items():
         row: dict[str, Any] = {"runs": runs}
@@ -493,25 +491,20 @@ class TrendData:
     last: dt.datetime | None = None
 
 
-def day_summaries(rollout: Rollout) -> list[RunDaySummary]:
-    """The rollout's day summaries, oldest day first: one query, a few hundred rows whatever the number of runs."""
-    return list(RunDaySummary.objects.filter(rollout=rollout).order_by("day", "phase_id", "arm"))
+def day_summaries(rollout: Rollout) -> list[Any]:
+    """The rollout's day summaries, oldest day first: one query, a few hundred rows whatever the number of runs
+    (named tuples with the model's attributes, ``summaries.rows_of``)."""
+    return summaries.rows_of(RunDaySummary.objects.filter(rollout=rollout).order_by("day", "phase_id", "arm"))
 
 
-def _day_points(days: list[RunDaySummary], kinds: dict[int, str]) -> list[TrendPoint]:
+def _day_points(days: list[Any], kinds: dict[int, str]) -> list[TrendPoint]:
     return [
-        TrendPoint(
-            summaries.day_start(d.day),
-            d.arm,
-            kinds.get(d.phase_id, ""),
-            {k: summaries.mean_of(d, k) for k in METRIC_KEYS},
-            runs=d.runs,
-        )
+        TrendPoint(summaries.day_start(d.day), d.arm, kinds.get(d.phase_id, ""), summaries.means_of(d), runs=d.runs)
         for d in days
     ]
 
 
-def trend_data(rollout: Rollout, phases: Iterable[Phase], *, days: list[RunDaySummary] | None = None) -> TrendData:
+def trend_data(rollout: Rollout, phases: Iterable[Phase], *, days: list[Any] | None = None) -> TrendData:
     """Runs over time per arm; above ``MAX_CHART_POINTS`` runs, means per hour (within four days) or day.
 
     Three queries whatever the number of runs (two when the caller passes the ``day_summaries``): the day

@@ -61,7 +61,7 @@ from .models import (
     SuccessCriterion,
     TriggerFiring,
 )
-from .schemas import EvaluationRunBatchSerializer, MonitoringSampleBatchSerializer, error_pointers
+from .schemas import EvaluationRunBatchSerializer, MonitoringSampleBatchSerializer, error_pointers, fast_validated_runs
 
 EVALUATE_TRIGGERS_TASK = "evaluations.tasks.evaluate_triggers"
 
@@ -97,6 +97,10 @@ def _validate(serializer_class, payload: Any, key: str) -> list[dict]:
             f"The body must be a JSON object with a {key!r} list.",
             errors=[{"pointer": "", "message": "Not an object."}],
         )
+    if serializer_class is EvaluationRunBatchSerializer:
+        fast = fast_validated_runs(payload)
+        if fast is not None:
+            return fast
     serializer = serializer_class(data=payload)
     if not serializer.is_valid():
         errors = error_pointers(serializer.errors)
@@ -282,7 +286,8 @@ def _store_runs(new_items, hashes, batch_duplicates, resolved, cohorts, actor) -
     ]
     if conflicts:
         raise RunConflict(f"{len(conflicts)} run(s) conflict; nothing was stored.", errors=conflicts)
-    runs: list[EvaluationRun] = []
+    now = timezone.now()
+    rows: list[dict[str, Any]] = []
     outputs_of: list[list[dict]] = []
     for _index, item in new_items:
         if item["run_id"] in existing:
@@ -293,55 +298,114 @@ def _store_runs(new_items, hashes, batch_duplicates, resolved, cohorts, actor) -
         outputs = item.get("outputs") or []
         phase = phases[(rollout.pk, item["phase"])]
         period = resolved.period_of(phase, item["finished_at"])
-        runs.append(
-            EvaluationRun(
-                run_id=item["run_id"],
-                rollout=rollout,
-                phase=phase,
-                late=period is not None and period.exited_at is not None,
-                arm=item["arm"],
-                cohort=cohorts.get((rollout.pk, item.get("cohort"))),
-                started_at=item["started_at"],
-                finished_at=item["finished_at"],
-                conversations=item["conversations"],
-                guardrail_compensations=item["guardrail_compensations"],
-                harness_version=item["harness_version"],
-                content_hash=hashes[item["run_id"]],
-                output_count=len(outputs),
+        cohort = cohorts.get((rollout.pk, item.get("cohort")))
+        rows.append(
+            {
+                "run_id": item["run_id"],
+                "rollout_id": rollout.pk,
+                "phase_id": phase.pk,
+                "arm": item["arm"],
+                "cohort_id": cohort.pk if cohort else None,
+                "started_at": item["started_at"],
+                "finished_at": item["finished_at"],
+                "conversations": item["conversations"],
+                "guardrail_compensations": item["guardrail_compensations"],
+                "harness_version": item["harness_version"],
                 **{key: metrics.get(key) for key in METRIC_KEYS},
-            )
+                "content_hash": hashes[item["run_id"]],
+                "output_count": len(outputs),
+                "ingested_at": now,
+                "late": period is not None and period.exited_at is not None,
+            }
         )
         outputs_of.append(outputs)
-    EvaluationRun.objects.bulk_create(runs, batch_size=500)
-    summaries.add_runs(runs)
+    pks = _insert_runs(rows)
+    summaries.add_rows(
+        (r["rollout_id"], r["phase_id"], r["arm"], r["finished_at"], [r[key] for key in METRIC_KEYS]) for r in rows
+    )
     _insert_outputs(
         [
             (
-                run.pk,
+                pk,
                 output["conversation_id"],
                 {k: v for k, v in output.items() if k != "conversation_id"},
-                run.finished_at,
+                row["finished_at"],
             )
-            for run, outputs in zip(runs, outputs_of, strict=True)
+            for pk, row, outputs in zip(pks, rows, outputs_of, strict=True)
             for output in outputs
         ]
     )
-    result.created = [run.run_id for run in runs]
+    result.created = [row["run_id"] for row in rows]
 
-    by_rollout: dict[int, list[EvaluationRun]] = defaultdict(list)
+    by_rollout: dict[int, list[int]] = defaultdict(list)
     fields_by_rollout: dict[int, set[str]] = defaultdict(set)
-    for run, outputs in zip(runs, outputs_of, strict=True):
-        by_rollout[run.rollout_id].append(run)
+    for pk, row, outputs in zip(pks, rows, outputs_of, strict=True):
+        by_rollout[row["rollout_id"]].append(pk)
         for output in outputs:
-            fields_by_rollout[run.rollout_id].update(k for k in output if k != "conversation_id")
-    for rollout_id, rollout_runs in by_rollout.items():
-        _after_commit_runs(rollout_id, [r.pk for r in rollout_runs], sorted(fields_by_rollout[rollout_id]), actor)
+            fields_by_rollout[row["rollout_id"]].update(k for k in output if k != "conversation_id")
+    for rollout_id, run_pks in by_rollout.items():
+        _after_commit_runs(rollout_id, run_pks, sorted(fields_by_rollout[rollout_id]), actor)
     return result
 
 
+# The run columns COPY writes, in order (``outputs_purged_at`` is left NULL; the id comes from the sequence).
+RUN_COPY_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "rollout_id",
+    "phase_id",
+    "arm",
+    "cohort_id",
+    "started_at",
+    "finished_at",
+    "conversations",
+    "guardrail_compensations",
+    "harness_version",
+    *METRIC_KEYS,
+    "content_hash",
+    "output_count",
+    "ingested_at",
+    "late",
+)
+
+
+def _insert_runs(rows: list[dict[str, Any]]) -> list[int]:
+    """Insert runs in bulk; returns their ids in order. On PostgreSQL: ids reserved from the sequence, then one
+    COPY (several times faster than a multi-row INSERT, and no model instance per run)."""
+    if not rows:
+        return []
+    if connection.vendor != "postgresql":
+        runs = [EvaluationRun(**row) for row in rows]
+        EvaluationRun.objects.bulk_create(runs, batch_size=500)
+        return [run.pk for run in runs]
+    table = EvaluationRun._meta.db_table
+    columns = ", ".join(connection.ops.quote_name(c) for c in ("id", *RUN_COPY_COLUMNS))
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        raw = cursor.cursor
+        raw.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(rows)])
+        pks = sorted(r[0] for r in raw.fetchall())
+        with raw.copy(f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
+            for pk, row in zip(pks, rows, strict=True):
+                copy.write_row([pk, *(row[c] for c in RUN_COPY_COLUMNS)])
+    return pks
+
+
+# What ``json.dumps(data, ensure_ascii=False)`` gives, without building an encoder per output.
+_OUTPUT_JSON = json.JSONEncoder(ensure_ascii=False)
+# COPY's text format: a backslash, a tab, a newline or a carriage return in a value is written escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
 def _insert_outputs(rows: list[tuple[int, str, dict, dt.datetime]]) -> None:
-    """Insert raw outputs in bulk. On PostgreSQL, one ``INSERT ... SELECT FROM unnest(...)`` per 5,000 rows:
-    four array parameters instead of four per row (Django's bulk_create does not unnest JSON columns)."""
+    """Insert raw outputs in bulk: on PostgreSQL with one COPY (psycopg's ``cursor.copy``, in the ingest's
+    transaction), about three times faster than an ``INSERT ... SELECT FROM unnest(...)`` of the same rows. The
+    COPY text is built here, one string for all rows: psycopg's per-row ``write_row`` (pure Python without its C
+    extension) cost 20 ms a 5,000-output request."""
     if not rows:
         return
     if connection.vendor != "postgresql":
@@ -350,22 +414,16 @@ def _insert_outputs(rows: list[tuple[int, str, dict, dt.datetime]]) -> None:
         )
         return
     table = connection.ops.quote_name(RunOutput._meta.db_table)
-    sql = (
-        f"INSERT INTO {table} (run_id, conversation_id, data, run_finished_at) "  # noqa: S608 - table name from the model
-        "SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::text[]::jsonb[], %s::timestamptz[])"
-    )
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 5000):
-            chunk = rows[start : start + 5000]
-            cursor.execute(
-                sql,
-                [
-                    [r[0] for r in chunk],
-                    [r[1] for r in chunk],
-                    [json.dumps(r[2], ensure_ascii=False) for r in chunk],
-                    [r[3] for r in chunk],
-                ],
-            )
+    dumps = _OUTPUT_JSON.encode
+    moments: dict[dt.datetime, str] = {}  # a run's outputs share its finished_at; isoformat() is slow
+    lines = [
+        f"{run_pk}\t{_copy_text(conversation_id)}\t{_copy_text(dumps(data))}\t"
+        f"{moments.get(finished_at) or moments.setdefault(finished_at, finished_at.isoformat())}\n"
+        for run_pk, conversation_id, data, finished_at in rows
+    ]
+    sql = f"COPY {table} (run_id, conversation_id, data, run_finished_at) FROM STDIN"
+    with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
+        copy.write("".join(lines))
 
 
 def _after_commit_runs(rollout_id: int, run_ids: list[int], fields: list[str], actor: Any) -> None:

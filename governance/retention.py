@@ -261,21 +261,12 @@ def _purge(receipt: RetentionReceipt, cutoff: dt.datetime, batch_size: int, paus
         with transaction.atomic():
             _enter_batch(cutoff)
             held_ids = active_hold_rollout_ids()
-            candidates = expired_outputs(cutoff, held_ids)
-            if after is not None:
-                # Keyset over the (run_finished_at, id) index: linear in the table however many batches.
-                candidates = candidates.filter(run_finished_at__gte=after[0]).filter(
-                    Q(run_finished_at__gt=after[0]) | Q(id__gt=after[1])
-                )
-            rows = list(
-                candidates.select_for_update(skip_locked=True, of=("self",))
-                .order_by("run_finished_at", "id")
-                .values_list("id", "run_id", "run_finished_at")[:batch_size]
-            )
-            if not rows:
+            if connection.vendor == "postgresql":
+                deleted, marked, last = _delete_batch(cutoff, held_ids, after, batch_size)
+            else:
+                deleted, marked, last = _delete_batch_orm(cutoff, held_ids, after, batch_size)
+            if not deleted:
                 break
-            deleted, _ = RunOutput.objects.filter(pk__in=[r[0] for r in rows]).delete()
-            marked = _mark_runs({r[1] for r in rows})
             elapsed_ms = round((time.perf_counter() - started) * 1000)
             RetentionReceipt.objects.filter(pk=receipt.pk).update(
                 rows_matched=F("rows_matched") + deleted,
@@ -284,11 +275,80 @@ def _purge(receipt: RetentionReceipt, cutoff: dt.datetime, batch_size: int, paus
                 batches=F("batches") + 1,
                 longest_batch_ms=Greatest(F("longest_batch_ms"), elapsed_ms),
             )
-        after = (rows[-1][2], rows[-1][0])
-        if len(rows) < batch_size:
+        after = last
+        if deleted < batch_size:
             break
         if pause:
             time.sleep(pause)
+
+
+# One batch in one statement: pick the next rows off the (run_finished_at, id) index after the last batch's key
+# (locking them, skipping rows another purge holds), delete them by their row address (a TID scan: no primary
+# key probe per row; a locked row cannot move), and stamp the runs left without outputs; only three numbers and
+# the last key come back. The runs' count of outputs is read from the statement's snapshot,
+# which still holds the rows this statement deletes: a run is left without outputs when that count equals the
+# rows deleted of it.
+_BATCH_SQL = """
+WITH picked AS (
+    SELECT o.ctid AS tid FROM evaluations_runoutput o
+    WHERE o.run_finished_at < %(cutoff)s AND (o.run_finished_at, o.id) > (%(after_at)s, %(after_id)s) {held}
+    ORDER BY o.run_finished_at, o.id
+    LIMIT %(limit)s
+    FOR UPDATE OF o SKIP LOCKED
+), gone AS (
+    DELETE FROM evaluations_runoutput o WHERE o.ctid = ANY(ARRAY(SELECT tid FROM picked))
+    RETURNING o.id, o.run_id, o.run_finished_at
+), per_run AS (
+    SELECT run_id, count(*) AS n FROM gone GROUP BY run_id
+), marked AS (
+    UPDATE evaluations_evaluationrun r SET outputs_purged_at = %(now)s
+    FROM per_run
+    WHERE r.id = per_run.run_id AND r.outputs_purged_at IS NULL
+      AND (SELECT count(*) FROM evaluations_runoutput o WHERE o.run_id = r.id) = per_run.n
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM marked), last.run_finished_at, last.id
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (SELECT run_finished_at, id FROM gone ORDER BY run_finished_at DESC, id DESC LIMIT 1) last ON true
+"""
+_NOT_HELD = (
+    "AND NOT EXISTS (SELECT 1 FROM evaluations_evaluationrun r WHERE r.id = o.run_id AND r.rollout_id = ANY(%(held)s))"
+)
+
+
+def _delete_batch(
+    cutoff: dt.datetime, held_ids: list[int], after: tuple[dt.datetime, int] | None, limit: int
+) -> tuple[int, int, tuple[dt.datetime, int] | None]:
+    """(outputs deleted, runs marked, last key) of one batch, in one round trip (PostgreSQL)."""
+    after_at, after_id = after or (dt.datetime.min.replace(tzinfo=dt.UTC), 0)
+    params = {
+        "cutoff": cutoff,
+        "after_at": after_at,
+        "after_id": after_id,
+        "limit": limit,
+        "now": timezone.now(),
+        "held": held_ids,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_BATCH_SQL.format(held=_NOT_HELD if held_ids else ""), params)
+        deleted, marked, last_at, last_id = cursor.fetchone()
+    return deleted, marked, (last_at, last_id) if deleted else None
+
+
+def _delete_batch_orm(
+    cutoff: dt.datetime, held_ids: list[int], after: tuple[dt.datetime, int] | None, limit: int
+) -> tuple[int, int, tuple[dt.datetime, int] | None]:
+    """``_delete_batch`` through the ORM (SQLite, the development default: one writer at a time)."""
+    candidates = expired_outputs(cutoff, held_ids)
+    if after is not None:
+        candidates = candidates.filter(run_finished_at__gte=after[0]).filter(
+            Q(run_finished_at__gt=after[0]) | Q(id__gt=after[1])
+        )
+    rows = list(candidates.order_by("run_finished_at", "id").values_list("id", "run_id", "run_finished_at")[:limit])
+    if not rows:
+        return 0, 0, None
+    deleted, _ = RunOutput.objects.filter(pk__in=[r[0] for r in rows]).delete()
+    return deleted, _mark_runs({r[1] for r in rows}), (rows[-1][2], rows[-1][0])
 
 
 def _mark_runs(run_ids: set[int]) -> int:

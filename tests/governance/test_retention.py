@@ -377,3 +377,25 @@ def test_postgres_refuses_any_other_delete_of_outputs(two_rollouts, users):
     with transaction.atomic():
         as_purge(old, now - 90 * DAY)  # expired and not held: what the purge itself does
     assert RunOutput.objects.count() == 4
+
+
+def test_a_batch_is_a_fixed_handful_of_statements_whatever_its_size(two_rollouts, users):
+    """One statement picks, deletes and stamps a batch (no ids travel to Python and back); the rest of a batch is
+    its lock, the cutoff for the guard, the holds and the receipt."""
+    from django.test.utils import CaptureQueriesContext
+
+    _held, free = two_rollouts
+    now = timezone.now()
+    counts = {}
+    for batch_size in (2, 4):
+        runs = runs_with_outputs(free, [now - 120 * DAY - i * SECOND for i in range(4)], outputs=3)
+        with CaptureQueriesContext(connection) as queries:
+            receipt = retention.enforce_retention(scheduled_for=now, batch_size=batch_size)
+        assert (receipt.rows_deleted, receipt.runs_marked, receipt.batches) == (12, 4, 12 // batch_size)
+        assert surviving(runs) == set()
+        deletes = [q["sql"] for q in queries.captured_queries if "DELETE FROM evaluations_runoutput" in q["sql"]]
+        # 12 // batch_size full batches, then the look that finds nothing.
+        assert len(deletes) == 12 // batch_size + 1
+        counts[batch_size] = len(queries.captured_queries)
+    per_batch = (counts[2] - counts[4]) / (6 - 3)
+    assert per_batch == 7  # BEGIN, the lock and the cutoff, the holds, the batch, the receipt, COMMIT
