@@ -84,8 +84,13 @@ def build_charts(trend: TrendData, criteria: dict[str, SuccessCriterion]) -> lis
         t0, t1 = t0 - dt.timedelta(hours=1), t1 + dt.timedelta(hours=1)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
+    xs: dict[dt.datetime, float] = {}  # every metric's chart places the same points: each x computed once
+
     def x_of(at: dt.datetime) -> float:
-        return round(LEFT + plot_w * (at - t0).total_seconds() / (t1 - t0).total_seconds(), 1)
+        x = xs.get(at)
+        if x is None:
+            x = xs[at] = round(LEFT + plot_w * (at - t0).total_seconds() / (t1 - t0).total_seconds(), 1)
+        return x
 
     x_ticks: list[tuple[float, str]] = []
     boundaries: list[tuple[float, str]] = []

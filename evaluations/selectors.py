@@ -93,21 +93,29 @@ def check_run(run: EvaluationRun, criteria: list[SuccessCriterion]) -> RunCheck:
 
 
 def ga_gate(rollout: Rollout) -> GaGate:
-    """Two queries whatever the number of runs (one when the rollout's success criteria are prefetched)."""
+    """Two queries whatever the number of runs (one when the rollout's success criteria are prefetched). None when
+    its phases are prefetched and limited beta was never entered: no run can count then."""
     required = rollout.ga_consecutive_runs
-    criteria = list(rollout.success_criteria.all())  # prefetched on the rollout page, else one query
-    # By phase id, not kind through a join: the (rollout, phase, arm, finished_at) index then yields the newest
-    # runs first, instead of a walk back through every run of the rollout.
-    limited_beta = Phase.objects.filter(rollout=rollout, kind=PhaseKind.LIMITED_BETA)
     # Only runs of the current (latest) activity period: a re-entry after a rollback starts the streak afresh, and a
     # late arrival for an ended period never counts.
-    runs = EvaluationRun.objects.filter(
-        rollout=rollout,
-        phase_id=Subquery(limited_beta.values("pk")[:1]),
-        arm=Arm.CANDIDATE,
-        finished_at__gte=Subquery(limited_beta.values("entered_at")[:1]),
-        late=False,
-    ).order_by("-finished_at", "-id")[:required]
+    candidate = EvaluationRun.objects.filter(rollout=rollout, arm=Arm.CANDIDATE, late=False)
+    if "phases" in getattr(rollout, "_prefetched_objects_cache", {}):
+        # The rollout page and the API loaded the phases in this request: the limited-beta phase's id and entry are
+        # then literal values (the planner sees them), and a phase never entered has no runs to read.
+        beta = next((p for p in rollout.phases.all() if p.kind == PhaseKind.LIMITED_BETA), None)
+        if beta is None or beta.entered_at is None:
+            return GaGate(required=required, streak=0, checks=())
+        runs = candidate.filter(phase_id=beta.pk, finished_at__gte=beta.entered_at)
+    else:
+        # By phase id, not kind through a join: the (rollout, phase, arm, finished_at) index then yields the newest
+        # runs first, instead of a walk back through every run of the rollout.
+        limited_beta = Phase.objects.filter(rollout=rollout, kind=PhaseKind.LIMITED_BETA)
+        runs = candidate.filter(
+            phase_id=Subquery(limited_beta.values("pk")[:1]),
+            finished_at__gte=Subquery(limited_beta.values("entered_at")[:1]),
+        )
+    runs = runs.order_by("-finished_at", "-id")[:required]
+    criteria = list(rollout.success_criteria.all())  # prefetched on the rollout page, else one query
     checks = tuple(check_run(run, criteria) for run in runs)
     streak = 0
     for check in checks:
@@ -395,7 +403,7 @@ class DeltaReport:
 
 
 def deltas(
-    rollout: Rollout, *, finished_before: dt.datetime | None = None, days: list[RunDaySummary] | None = None
+    rollout: Rollout, *, finished_before: dt.datetime | None = None, days: list[Any] | None = None
 ) -> DeltaReport:
     """Per phase and metric: both arms' n, mean, sd and Welch's comparison. Three queries (two given ``days``).
 
@@ -448,11 +456,9 @@ def _raw_aggregates(rollout: Rollout, finished_before: dt.datetime) -> dict[tupl
     return {(row["phase_id"], row["arm"]): row for row in rows}
 
 
-def _summary_aggregates(
-    rollout: Rollout, days: list[RunDaySummary] | None = None
-) -> dict[tuple[int, str], dict[str, Any]]:
+def _summary_aggregates(rollout: Rollout, days: list[Any] | None = None) -> dict[tuple[int, str], dict[str, Any]]:
     """The same figures as ``_raw_aggregates`` over all runs, from the day summaries (read here unless given)."""
-    rows = RunDaySummary.objects.filter(rollout=rollout) if days is None else days
+    rows = day_summaries(rollout) if days is None else days
     out: dict[tuple[int, str], dict[str, Any]] = {}
     for key, (runs, metrics) in summaries.moments_of(rows).items():
         row: dict[str, Any] = {"runs": runs}
@@ -485,25 +491,20 @@ class TrendData:
     last: dt.datetime | None = None
 
 
-def day_summaries(rollout: Rollout) -> list[RunDaySummary]:
-    """The rollout's day summaries, oldest day first: one query, a few hundred rows whatever the number of runs."""
-    return list(RunDaySummary.objects.filter(rollout=rollout).order_by("day", "phase_id", "arm"))
+def day_summaries(rollout: Rollout) -> list[Any]:
+    """The rollout's day summaries, oldest day first: one query, a few hundred rows whatever the number of runs
+    (named tuples with the model's attributes, ``summaries.rows_of``)."""
+    return summaries.rows_of(RunDaySummary.objects.filter(rollout=rollout).order_by("day", "phase_id", "arm"))
 
 
-def _day_points(days: list[RunDaySummary], kinds: dict[int, str]) -> list[TrendPoint]:
+def _day_points(days: list[Any], kinds: dict[int, str]) -> list[TrendPoint]:
     return [
-        TrendPoint(
-            summaries.day_start(d.day),
-            d.arm,
-            kinds.get(d.phase_id, ""),
-            {k: summaries.mean_of(d, k) for k in METRIC_KEYS},
-            runs=d.runs,
-        )
+        TrendPoint(summaries.day_start(d.day), d.arm, kinds.get(d.phase_id, ""), summaries.means_of(d), runs=d.runs)
         for d in days
     ]
 
 
-def trend_data(rollout: Rollout, phases: Iterable[Phase], *, days: list[RunDaySummary] | None = None) -> TrendData:
+def trend_data(rollout: Rollout, phases: Iterable[Phase], *, days: list[Any] | None = None) -> TrendData:
     """Runs over time per arm; above ``MAX_CHART_POINTS`` runs, means per hour (within four days) or day.
 
     Three queries whatever the number of runs (two when the caller passes the ``day_summaries``): the day

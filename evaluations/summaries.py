@@ -12,12 +12,23 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from .models import METRIC_KEYS, EvaluationRun, RunDaySummary
 
 COLUMNS: tuple[str, ...] = tuple(f"{key}_{part}" for key in METRIC_KEYS for part in ("n", "sum", "sumsq"))
+# (metric, its n, sum and sum-of-squares attribute names): named once, not per row and metric.
+PARTS: tuple[tuple[str, str, str, str], ...] = tuple((k, f"{k}_n", f"{k}_sum", f"{k}_sumsq") for k in METRIC_KEYS)
+FIELDS: tuple[str, ...] = ("phase_id", "arm", "day", "runs", *COLUMNS)
+
+
+def rows_of(summaries: QuerySet[RunDaySummary]) -> list[Any]:
+    """The summaries as named tuples with the model's attribute names (``FIELDS``): the pages read a few hundred
+    of them per request, and a model instance of 23 fields per row cost more than the rest of the arithmetic."""
+    return list(summaries.values_list(*FIELDS, named=True))
 
 
 def _day(at: dt.datetime) -> dt.date:
@@ -107,14 +118,15 @@ class Moments:
         return max(0.0, (self.squares - self.total * self.total / self.n) / (self.n - 1))
 
 
-def moments_of(rows: Iterable[RunDaySummary]) -> dict[tuple[int, str], tuple[int, dict[str, Moments]]]:
-    """(phase_id, arm) -> (runs, metric -> Moments), summed over the rows (days)."""
+def moments_of(rows: Iterable[Any]) -> dict[tuple[int, str], tuple[int, dict[str, Moments]]]:
+    """(phase_id, arm) -> (runs, metric -> Moments), summed over the rows (days): ``RunDaySummary`` instances or
+    ``rows_of`` tuples."""
     out: dict[tuple[int, str], tuple[list[int], dict[str, Moments]]] = {}
     for row in rows:
         runs, metrics = out.setdefault((row.phase_id, row.arm), ([0], {k: Moments() for k in METRIC_KEYS}))
         runs[0] += row.runs
-        for key in METRIC_KEYS:
-            metrics[key].add(getattr(row, f"{key}_n"), getattr(row, f"{key}_sum"), getattr(row, f"{key}_sumsq"))
+        for key, n, total, squares in PARTS:
+            metrics[key].add(getattr(row, n), getattr(row, total), getattr(row, squares))
     return {k: (runs[0], metrics) for k, (runs, metrics) in out.items()}
 
 
@@ -122,6 +134,15 @@ def day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
 
 
-def mean_of(row: RunDaySummary, key: str) -> float | None:
+def mean_of(row: Any, key: str) -> float | None:
     n = getattr(row, f"{key}_n")
     return getattr(row, f"{key}_sum") / n if n else None
+
+
+def means_of(row: Any) -> dict[str, float | None]:
+    """Every metric's mean on one summary row (``mean_of`` for each metric)."""
+    means = {}
+    for key, n, total, _squares in PARTS:
+        count = getattr(row, n)
+        means[key] = getattr(row, total) / count if count else None
+    return means

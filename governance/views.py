@@ -7,6 +7,7 @@ a refused rule becomes a message naming it, never a 500 or half a record.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from django.conf import settings
 from django.contrib import messages
@@ -299,7 +300,10 @@ def _audit_page(request: HttpRequest, form: AuditFilterForm, *, status: int = 20
     )
 
 
-def _object_types() -> list[str]:
+@functools.cache
+def _object_types() -> tuple[str, ...]:
+    # Once per process: the installed models do not change, and finding their history managers costs a
+    # millisecond per request.
     from django.apps import apps
 
     types = sorted(
@@ -309,7 +313,7 @@ def _object_types() -> list[str]:
         and hasattr(m, "history")
         and not m.__name__.startswith("Historical")
     )
-    return [*types, "auth.login", "http.request", "governance.auditevent"]
+    return (*types, "auth.login", "http.request", "governance.auditevent")
 
 
 @require_safe

@@ -296,3 +296,47 @@ def test_schema_and_docs_are_self_hosted(api, client_for, client):
     docs = client_for(Role.AUDITOR).get("/api/v1/docs/").content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in docs
     assert not re.search(r'(src|href)="(https?:)?//', docs)
+
+
+def _normalised(html: str) -> str:
+    """Markup without the whitespace between tags (template loops and one-pass builders lay it out differently)."""
+    return re.sub(r"\s+", " ", re.sub(r">\s+<", "><", html)).strip()
+
+
+@pytest.mark.parametrize(("zone", "max_points"), [("UTC", 1500), ("Asia/Kolkata", 1500), ("UTC", 10)])
+def test_deltas_rows_and_charts_drawn_in_one_pass_are_the_template_loops_markup(
+    viewer, canary, monkeypatch, zone, max_points
+):
+    """The metric rows and the charts are drawn by evaluation_tags.delta_rows and chart_figure; their markup is
+    that of the template loops they replaced (kept as deltas_reference.html): per-run points and hourly means,
+    met / not met / no-data criteria, empty charts, thresholds, in two time zones."""
+    from pathlib import Path
+
+    from django.template import Context, Template
+
+    from evaluations import selectors
+
+    monkeypatch.setattr(selectors, "MAX_CHART_POINTS", max_points)
+    add_runs(canary, 14)
+    response = viewer.get(f"/rollouts/{canary.slug}/deltas/")
+    context = {k: response.context[k] for k in ("report", "charts", "trend")}
+    assert context["trend"].bucket == (None if max_points > 14 else "hour")
+    reference = Template((Path(__file__).parent / "deltas_reference.html").read_text())
+    one_pass = Template(
+        "{% load evaluation_tags %}{% for p in report.phases %}<table><tbody>{{ p|delta_rows }}</tbody></table>"
+        '{% endfor %}{% for chart in charts %}<div class="col-xl-6">{{ chart|chart_figure:trend.bucket }}</div>'
+        "{% endfor %}"
+    )
+    with timezone.override(zone):
+        fast, slow = one_pass.render(Context(context)), reference.render(Context(context))
+    assert _normalised(fast) == _normalised(slow)
+    for expected in (
+        'data-meets="yes"',
+        'data-meets="no"',
+        "no data",
+        'class="threshold"',
+        "No runs have reported",
+        "<circle",
+        'text-anchor="middle"',
+    ):
+        assert expected in fast, expected

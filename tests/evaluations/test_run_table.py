@@ -4,15 +4,20 @@ with the same queries at two sizes, and (on PostgreSQL) each sort and the search
 from __future__ import annotations
 
 import datetime as dt
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.db import connection
+from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from evaluations import selectors
 from evaluations.models import EvaluationRun
-from evaluations.tables import RUN_SORTING
+from evaluations.tables import RUN_SORTING, RunTable
 from rollout.roles import Role
+from rollout.tables import sorted_page
 from tests.tables_helpers import expected, queries, sort_links, walk
 
 T0 = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
@@ -134,3 +139,51 @@ def test_each_runs_sort_and_the_search_is_served_by_an_index(client_for, rollout
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Seq Scan on evaluations_evaluationrun" not in plan, plan
     assert "Index" in plan, plan
+
+
+def _normalised(html: str) -> str:
+    """Markup without the whitespace between tags (template loops and one-pass rows lay it out differently)."""
+    return re.sub(r"\s+", " ", re.sub(r">\s+<", "><", html)).strip()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Auckland"])
+def test_prerendered_rows_are_exactly_what_django_tables2_draws(rollout, rf, zone):
+    """The runs table draws its rows in one pass (RunTable.cells): every cell must be what django-tables2's
+    per-cell path (the columns' render methods and templates, partials/table.html) draws, in any time zone."""
+    runs = make_runs(rollout, 9)
+    cohort = rollout.cohorts.first()
+    cohort.name = 'QA <&> "tenants"'
+    cohort.save()
+    late, purged, sparse = runs[1], runs[2], runs[3]
+    EvaluationRun.objects.filter(pk=late.pk).update(late=True, cohort=cohort, guardrail_compensations=55)
+    EvaluationRun.objects.filter(pk=purged.pk).update(
+        outputs_purged_at=dt.datetime(2026, 11, 30, 23, 30, tzinfo=dt.UTC), output_count=12
+    )
+    EvaluationRun.objects.filter(pk=sparse.pk).update(
+        task_success_rate=None, latency_p95_ms=12345.678, conversations=1234567, arm="", output_count=0
+    )
+    EvaluationRun.objects.filter(pk=runs[4].pk).update(task_success_rate=0.0, latency_p95_ms=0.04, conversations=7)
+    request = rf.get(f"/rollouts/{rollout.slug}/runs/", {"sort": "-conversations"})
+    page, sort = sorted_page(request, selectors.runs_for(rollout), RUN_SORTING)
+    assert {late.pk, purged.pk, sparse.pk} <= {r.pk for r in page.object_list}
+
+    def draw(template_name: str) -> str:
+        table = RunTable(page, sort=sort, rollout_slug=rollout.slug)
+        return Template("{% load django_tables2 %}{% render_table table template_name %}").render(
+            Context({"table": table, "request": request, "template_name": template_name})
+        )
+
+    with timezone.override(zone):
+        fast, slow = draw("rollout/prerendered_table.html"), draw("partials/table.html")
+    assert _normalised(fast) == _normalised(slow)
+    for expected_cell in (
+        "late arrival",
+        "QA &lt;&amp;&gt; &quot;tenants&quot;",
+        "purged 2026-12-01 UTC" if zone == "Pacific/Auckland" else "purged 2026-11-30 UTC",
+        '<td class="text-end">1234567</td>',
+        "12,345.7",
+        '<td class="text-end">0.0000</td>',
+        "(0.5000)",
+        "<td >—</td>",
+    ):
+        assert expected_cell in fast, expected_cell

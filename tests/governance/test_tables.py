@@ -5,10 +5,13 @@ the ledger's sorts and search are served by indexes."""
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.db import connection
+from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -289,3 +292,97 @@ def test_reviews_list_costs_the_same_queries_at_two_sizes(client_for, users, sma
     reviews.check_scheduled_reviews(today=today)
     assert ScheduledReview.objects.count() > 20
     assert queries(client, "/compliance/reviews/", {"sort": "-due", "status": "open"}) == small
+
+
+# The audit list's entries as the page's template loop drew them before governance_tags.audit_entries drew
+# them in one pass: the reference the one-pass markup must equal.
+REFERENCE_ENTRIES = (Path(__file__).parent / "audit_entries_reference.html").read_text()
+
+
+def _normalised(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r">\s+<", "><", html)).strip()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/Sao_Paulo"])
+def test_audit_entries_drawn_in_one_pass_are_the_template_loops_markup(rollout, zone):
+    at = dt.datetime(2026, 11, 30, 23, 59, 58, tzinfo=dt.UTC)
+    long = "é" * 90 + ' <b>"quoted"</b> & ' + "x" * 300
+    events = [
+        AuditEvent(  # an update: before and after side by side, three fields or fewer open
+            sequence=1234567,
+            at=at,
+            actor_kind="user",
+            actor_name="zoë <admin>",
+            action="update",
+            object_type="rollout.phase",
+            object_id="42",
+            object_repr=long,
+            rollout_id=rollout.pk,
+            before={"status": "planned", "entered_at": None, "flag": True},
+            after={"status": "active", "entered_at": "2026-11-30T23:59:58.123456+00:00", "flag": True},
+            reason=long,
+            request_id="0123456789abcdef",
+            prev_hash="a" * 64,
+            hash="b" * 64,
+        ),
+        AuditEvent(  # a create with more than three fields: closed, one column; JSON values, a non-string
+            sequence=7,
+            at=at,
+            actor_kind="system",
+            actor_name="seed",
+            action="create",
+            object_type="rollout.checklistitem",
+            object_id="",
+            object_repr="",
+            rollout_id=None,
+            before=None,
+            after={"a": 1, "b": [1, {"z": "2026-01-02T03:04:05Z"}], "c": {"k": "<v>"}, "d": False, "e": ""},
+            reason="",
+            request_id="",
+            prev_hash="c" * 64,
+            hash="d" * 64,
+        ),
+        AuditEvent(  # a delete with one field, and an entry without a diff at all
+            sequence=8,
+            at=at,
+            actor_kind="token",
+            actor_name="ci",
+            action="delete",
+            object_type="x.y",
+            object_id="a&b",
+            object_repr="gone",
+            rollout_id=None,
+            before={"name": "old"},
+            after={},
+            reason="r",
+            request_id="req",
+            prev_hash="e" * 64,
+            hash="f" * 64,
+        ),
+        AuditEvent(
+            sequence=9,
+            at=at,
+            actor_kind="user",
+            actor_name="mia",
+            action="auth.login",
+            object_type="auth.login",
+            object_id="3",
+            object_repr="mia",
+            rollout_id=None,
+            before=None,
+            after="not a dict",
+            reason="",
+            request_id="",
+            prev_hash="g" * 64,
+            hash="h" * 64,
+        ),
+    ]
+    for e in events:
+        e.rollout_obj = rollout if e.rollout_id else None
+    context = Context({"page": {"object_list": events}})
+    with timezone.override(zone):
+        fast = Template("{% load governance_tags %}{% audit_entries page.object_list %}").render(context)
+        slow = Template(REFERENCE_ENTRIES).render(context)
+    assert _normalised(fast) == _normalised(slow)
+    assert fast.count('class="audit-entry"') == 4 and fast.count('class="diff-row"') == 3
+    assert "1234567" in fast and "zoë &lt;admin&gt;" in fast and "…" in fast and "object_id=a%26b" in fast
