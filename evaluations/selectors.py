@@ -93,21 +93,29 @@ def check_run(run: EvaluationRun, criteria: list[SuccessCriterion]) -> RunCheck:
 
 
 def ga_gate(rollout: Rollout) -> GaGate:
-    """Two queries whatever the number of runs (one when the rollout's success criteria are prefetched)."""
+    """Two queries whatever the number of runs (one when the rollout's success criteria are prefetched). None when
+    its phases are prefetched and limited beta was never entered: no run can count then."""
     required = rollout.ga_consecutive_runs
-    criteria = list(rollout.success_criteria.all())  # prefetched on the rollout page, else one query
-    # By phase id, not kind through a join: the (rollout, phase, arm, finished_at) index then yields the newest
-    # runs first, instead of a walk back through every run of the rollout.
-    limited_beta = Phase.objects.filter(rollout=rollout, kind=PhaseKind.LIMITED_BETA)
     # Only runs of the current (latest) activity period: a re-entry after a rollback starts the streak afresh, and a
     # late arrival for an ended period never counts.
-    runs = EvaluationRun.objects.filter(
-        rollout=rollout,
-        phase_id=Subquery(limited_beta.values("pk")[:1]),
-        arm=Arm.CANDIDATE,
-        finished_at__gte=Subquery(limited_beta.values("entered_at")[:1]),
-        late=False,
-    ).order_by("-finished_at", "-id")[:required]
+    candidate = EvaluationRun.objects.filter(rollout=rollout, arm=Arm.CANDIDATE, late=False)
+    if "phases" in getattr(rollout, "_prefetched_objects_cache", {}):
+        # The rollout page and the API loaded the phases in this request: the limited-beta phase's id and entry are
+        # then literal values (the planner sees them), and a phase never entered has no runs to read.
+        beta = next((p for p in rollout.phases.all() if p.kind == PhaseKind.LIMITED_BETA), None)
+        if beta is None or beta.entered_at is None:
+            return GaGate(required=required, streak=0, checks=())
+        runs = candidate.filter(phase_id=beta.pk, finished_at__gte=beta.entered_at)
+    else:
+        # By phase id, not kind through a join: the (rollout, phase, arm, finished_at) index then yields the newest
+        # runs first, instead of a walk back through every run of the rollout.
+        limited_beta = Phase.objects.filter(rollout=rollout, kind=PhaseKind.LIMITED_BETA)
+        runs = candidate.filter(
+            phase_id=Subquery(limited_beta.values("pk")[:1]),
+            finished_at__gte=Subquery(limited_beta.values("entered_at")[:1]),
+        )
+    runs = runs.order_by("-finished_at", "-id")[:required]
+    criteria = list(rollout.success_criteria.all())  # prefetched on the rollout page, else one query
     checks = tuple(check_run(run, criteria) for run in runs)
     streak = 0
     for check in checks:

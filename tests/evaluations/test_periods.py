@@ -87,6 +87,53 @@ def test_the_ga_streak_counts_only_runs_of_the_current_limited_beta_period(canar
     assert selectors.ga_gate(canary).streak == 1
 
 
+def _gates_both_ways(rollout):
+    """The GA gate read fresh (the phase by subqueries) and from a rollout whose phases are prefetched (the rollout
+    page and the API: the phase's id and entry as literals, no query before limited beta is entered)."""
+    from django.db.models import Prefetch
+
+    from rollout.models import Rollout
+
+    fresh = selectors.ga_gate(Rollout.objects.get(pk=rollout.pk))
+    loaded = Rollout.objects.prefetch_related(Prefetch("phases")).get(pk=rollout.pk)
+    prefetched = selectors.ga_gate(loaded)
+    assert (prefetched.required, prefetched.streak) == (fresh.required, fresh.streak)
+    assert [(c.run.pk, c.failed) for c in prefetched.checks] == [(c.run.pk, c.failed) for c in fresh.checks]
+    return fresh
+
+
+def test_the_ga_gate_from_prefetched_phases_equals_the_fresh_read(canary, admin, django_assert_num_queries):
+    from rollout.models import Rollout
+
+    assert _gates_both_ways(canary).checks == ()  # limited beta not entered
+    loaded = Rollout.objects.prefetch_related("phases").get(pk=canary.pk)
+    with django_assert_num_queries(0):
+        assert selectors.ga_gate(loaded).streak == 0
+    advance_to(canary, "limited_beta", admin, at=timezone.now() - dt.timedelta(days=2))
+    beta = canary.phases.get(kind=PhaseKind.LIMITED_BETA)
+    good = {
+        "task_success_rate": 0.9,
+        "guardrail_compensation_rate": 0.01,
+        "latency_p95_ms": 1500.0,
+        "cost_per_conversation_usd": 0.05,
+        "tool_call_accuracy": 0.95,
+        "critic_revision_rate": 0.1,
+    }
+    bad = {**good, "tool_call_accuracy": 0.1}
+    runs = [
+        run(canary.slug, phase="limited_beta", metrics=m, finished=beta.entered_at + dt.timedelta(minutes=i + 1))
+        for i, m in enumerate([good, bad, good, good])
+    ]
+    services.ingest_runs(payload={"runs": runs})
+    gate = _gates_both_ways(canary)
+    assert (len(gate.checks), gate.streak, gate.checks[2].failed) == (4, 2, ("tool_call_accuracy",))
+    rollout_rollback(rollout=canary, actor=admin, reason="Latency")
+    rollout_resume(rollout=canary, actor=admin, reason="Fixed")
+    assert _gates_both_ways(canary).checks == ()  # re-entered: the earlier period's runs no longer count
+    services.ingest_runs(payload={"runs": [run(canary.slug, phase="limited_beta", metrics=good)]})
+    assert _gates_both_ways(canary).streak == 1
+
+
 def test_the_trend_chart_draws_the_canary_start_where_its_period_starts(canary, admin):
     entered = canary.phases.get(kind=PhaseKind.CANARY).entered_at
     services.ingest_runs(

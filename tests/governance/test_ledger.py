@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import math
@@ -22,7 +23,7 @@ from rollout.models import ChecklistItem, ChecklistKind, CohortKind, CohortMembe
 from rollout.roles import Role
 from tests.factories import advance_to
 
-from .helpers import disable_ledger_guard, run_threads, threaded
+from .helpers import disable_ledger_guard, enable_ledger_guard, run_threads, threaded
 
 pytestmark = pytest.mark.django_db
 
@@ -414,3 +415,124 @@ def test_the_streamed_database_verification_equals_the_record_by_record_one(roll
     assert expected.ok is (tamper is None)
     for chunk_size in (1, 3, 50_000):
         assert ledger.verify_database(chunk_size=chunk_size) == expected
+
+
+TRICKY_TEXTS = [
+    "plain",
+    "",
+    "é ü 中",
+    "😀 astral",
+    "\u2028 separator",
+    "del \x7f char",
+    "ctrl \x01\x1f",
+    'quote " and back\\slash /',
+    "new\nline\r\ttab\b\f",
+    "=SUM(A1)",
+    "-2",
+]
+TRICKY_JSON = [
+    None,
+    {},
+    [],
+    {"enabled": False},
+    {"ccc": 1, "a": 2, "bb": [3, None, True], "é": "x", "Z": {"y": -1, "x": {"deep": [1.5, -0.0, 2.5e-7]}}},
+    {"ключ": "значение", "big": 1e300, "float": 123456789.123456789, "neg": -42, "small": 1e-300, "t": "\u2028"},
+    [-1, "=x", 'q"\\', {"n": None}],
+    "a string",
+    -3,
+    0.1,
+    True,
+]
+
+
+@pytest.mark.postgres
+def test_the_servers_payload_text_is_the_canonical_json_of_every_entry(db, monkeypatch):
+    """``verify_database`` hashes text PostgreSQL mostly writes (``_database_payloads``): for every kind of value
+    it must be exactly ``canonical_json`` of the payload Django reads, or an intact ledger would look broken."""
+    for i, (text, value) in enumerate(itertools.product(TRICKY_TEXTS, TRICKY_JSON)):
+        with acting_as(Actor(kind="user", name=f"{text} {i}", user_id=-i if i % 2 else None, token_id=i or None)):
+            ledger.append(
+                action="update",
+                object_type="x.y",
+                object_id=text[:60],
+                object_repr=text,
+                reason=text,
+                rollout_id=-i if i % 3 else None,
+                before=value,
+                after=TRICKY_JSON[(i + 1) % len(TRICKY_JSON)],
+            )
+    expected = [
+        (r["sequence"], r["prev_hash"], r["hash"], ledger.canonical_json(ledger.payload_of(r)))
+        for r in ledger.database_records()
+    ]
+    assert len(expected) >= len(TRICKY_TEXTS) * len(TRICKY_JSON)
+    assert list(ledger._database_payloads(7)) == expected
+    monkeypatch.setattr(ledger, "_JSON_MEMO_SIZE", 2)  # the memo of before/after texts forgets and refills
+    assert list(ledger._database_payloads(50_000)) == expected
+    assert ledger.verify_database().ok
+
+
+def _chain(n: int) -> list[tuple[int, str, str, str]]:
+    entries, prev = [], ledger.GENESIS_HASH
+    for sequence in range(1, n + 1):
+        text = f'{{"n":{sequence}}}'
+        own = hashlib.sha256((prev + text).encode("ascii")).hexdigest()
+        entries.append((sequence, prev, own, text))
+        prev = own
+    return entries
+
+
+def _breaks(entries):
+    yield "intact", entries
+    for i in (0, 1, 4, 5, 9):
+        yield f"missing {i + 1}", entries[:i] + entries[i + 1 :]
+        seq, prev, own, text = entries[i]
+        yield f"altered {i + 1}", [*entries[:i], (seq, prev, own, text + " "), *entries[i + 1 :]]
+        yield f"relinked {i + 1}", [*entries[:i], (seq, "f" * 64, own, text), *entries[i + 1 :]]
+        yield f"rehashed {i + 1}", [*entries[:i], (seq, prev, "0" * 64, text), *entries[i + 1 :]]
+    yield "missing the last two", entries[:-2]
+    yield "empty", []
+
+
+@pytest.mark.parametrize(("name", "entries"), list(_breaks(_chain(10))))
+def test_ranges_verified_apart_and_joined_give_the_one_pass_result(name, entries):
+    """``_verify_parallel`` verifies sequence ranges in separate processes and joins them with ``_join_ranges``:
+    for any break and wherever the ranges split the ledger (empty ranges too), the result is the one-pass one."""
+    expected = ledger._verify(iter(entries), canonical=str)
+    for cuts in itertools.chain(itertools.combinations(range(0, 13), 1), itertools.combinations(range(0, 13), 2)):
+        bounds = [0, *cuts, 13]
+        ranges = [
+            ledger._verify_range(e for e in entries if low < e[0] <= high) for low, high in itertools.pairwise(bounds)
+        ]
+        assert ledger._join_ranges(ranges) == expected, (name, cuts)
+
+
+@pytest.mark.postgres
+@threaded
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        None,
+        "UPDATE governance_auditevent SET reason = 'nothing to see' WHERE sequence = 7",
+        "DELETE FROM governance_auditevent WHERE sequence = 21",  # on the seam of two ranges
+    ],
+)
+def test_the_ledger_verified_in_processes_is_the_one_pass_result(db, monkeypatch, tamper):
+    """The real thing: child processes on one exported snapshot, each its own range (committed data)."""
+    ledger.append_many({"action": "update", "object_type": "x", "object_id": i, "after": {"i": i}} for i in range(40))
+    if tamper:
+        disable_ledger_guard()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(tamper)
+        finally:
+            enable_ledger_guard()
+    expected = ledger.verify(ledger.database_records())
+    assert expected.ok is (tamper is None)
+    monkeypatch.setattr(ledger, "_PARALLEL_MIN_ENTRIES", 0)
+    forks = []
+    fork_range = ledger._fork_range
+    monkeypatch.setattr(ledger, "_fork_range", lambda *args: forks.append(args) or fork_range(*args))
+    for workers in (2, 3, 5):
+        assert ledger.verify_database(chunk_size=4, workers=workers) == expected
+    assert len(forks) == 1 + 2 + 4

@@ -324,7 +324,7 @@ def test_request_rollout_list_and_home_pages_run_a_fixed_number_of_queries(
     # (sign-offs and transitions; legal hold and latest daily delta report), and the phases' activity periods. The
     # panels read the active phase, open incidents and success criteria the page prefetched, and the recent changes
     # are one query over every tracked model; the plan's version is hashed from what the page loaded.
-    with django_assert_num_queries(34):
+    with django_assert_num_queries(33):
         assert client.get(rollout.get_absolute_url()).status_code == 200
 
 
