@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -28,6 +29,13 @@ class ArmStats:
         n = n or 0
         sd = math.sqrt(max(variance, 0.0)) if variance is not None and n >= 2 else None
         return cls(n=n, mean=mean if n else None, sd=sd)
+
+
+@functools.lru_cache(maxsize=4096)
+def t_quantile(q: float, df: float) -> float:
+    """Student's t quantile (SciPy's ``t.ppf``), remembered: a call costs ~80 us, and the deltas page and API
+    ask for the same (q, df) pairs on every view until new runs arrive."""
+    return float(sps.t.ppf(q, df))
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ def welch(baseline: ArmStats, candidate: ArmStats, direction: str, confidence: f
         df = math.inf
     else:
         df = se2**2 / (vb**2 / (baseline.n - 1) + vc**2 / (candidate.n - 1))
-        half = float(sps.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(se2)
+        half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(se2)
         low, high = delta - half, delta + half
     whole_better, whole_worse = (low > 0, high < 0) if direction == Direction.HIGHER else (high < 0, low > 0)
     if whole_better:

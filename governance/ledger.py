@@ -260,6 +260,30 @@ def _last() -> tuple[int, str, dt.datetime | None]:
     return last if last else (0, GENESIS_HASH, None)
 
 
+_LAST_SQL = f"SELECT sequence, hash, at FROM {AuditEvent._meta.db_table} ORDER BY sequence DESC LIMIT 1"  # noqa: S608
+
+
+def _lock_and_last() -> tuple[int, str, dt.datetime | None]:
+    """``lock_ledger()`` then ``_last()``; on PostgreSQL in one round trip.
+
+    Two statements in one query string: in READ COMMITTED each statement takes its own snapshot when it starts,
+    so the SELECT, which starts only once the lock is granted, sees the entry the previous holder committed
+    (one statement doing both would read a snapshot taken before the wait: a fork). Only a client-side binding
+    cursor (Django's default with psycopg 3) sends several statements at once; any other does two round trips.
+    """
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        with connection.cursor() as cursor:
+            if isinstance(cursor.cursor, psycopg.ClientCursor):
+                cursor.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY:d}); {_LAST_SQL}")
+                cursor.nextset()
+                last = cursor.fetchone()
+                return tuple(last) if last else (0, GENESIS_HASH, None)
+    lock_ledger()
+    return _last()
+
+
 def append(
     *,
     action: str,
@@ -273,9 +297,10 @@ def append(
     actor: Actor | None = None,
 ) -> AuditEvent:
     """Append one entry. Actor and request id default to the current context (middleware, task, token)."""
-    with transaction.atomic():
-        lock_ledger()
-        sequence, prev_hash, last_at = _last()
+    # No savepoint of its own (two round trips): an error here aborts the caller's transaction, whose change
+    # must not commit without its entry anyway.
+    with transaction.atomic(savepoint=False):
+        sequence, prev_hash, last_at = _lock_and_last()
         event = _build(
             sequence=sequence + 1,
             prev_hash=prev_hash,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -235,10 +235,20 @@ def sign_off_state(rollout: Rollout, *, superseded_limit: int = 20) -> SignOffSt
 # --- Approving roles ------------------------------------------------------------------------------
 
 
+def approving_role_rows(rollout: Rollout | int) -> QuerySet:
+    """The rollout's own (target, role) rows, which ``approver_config_from`` reads."""
+    return ApprovingRole.objects.filter(rollout=rollout).values_list("target", "role")
+
+
 def approver_config(rollout: Rollout) -> dict[str, tuple[str, ...]]:
     """Approving roles per target: the rollout's own rows, else design section 3's defaults."""
+    return approver_config_from(approving_role_rows(rollout))
+
+
+def approver_config_from(rows: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """``approver_config`` from the rows of ``approving_role_rows`` (read together with other rows)."""
     own: dict[str, list[str]] = {}
-    for target, role in ApprovingRole.objects.filter(rollout=rollout).values_list("target", "role"):
+    for target, role in rows:
         own.setdefault(target, []).append(role)
     return {
         target: tuple(r for r in LEAD_ROLE_VALUES if r in own[target])

@@ -10,10 +10,11 @@ so the user gets a named error, the constraints catch whatever slips past.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -60,6 +61,8 @@ from .selectors import (
     ROLE_LABELS,
     AuditFilter,
     approver_config,
+    approver_config_from,
+    approving_role_rows,
     audit_events,
     failed,
     gates_for,
@@ -226,6 +229,82 @@ def transition_request_create(
         raise RequestAlreadyOpen("This rollout already has an open transition request.") from exc
 
 
+class _Reads:
+    """Simple querysets (model rows or ``values_list`` tuples) compiled once per thread and evaluated together.
+
+    On PostgreSQL with a client-side binding cursor (Django's default with psycopg 3) the statements go as one
+    query string: they still run one after another, each waiting for its row locks before the next starts and
+    each with its own snapshot (READ COMMITTED), exactly as separate queries would, minus the round trips.
+    Compiling them (the models' default orderings included) cost more CPU than running them, so the SQL is kept
+    and only the ids change: ``build(*ids)`` must give querysets whose only parameters are those ids, in order.
+    Anything else (SQLite, server-side binding) evaluates the querysets one by one.
+    """
+
+    def __init__(self, build: Any) -> None:
+        self.build = build
+        self.local = threading.local()
+
+    def _compiled(self, ids: Sequence[list[Any]]) -> list[tuple[bool, Any, str, str]]:
+        """(values_list?, compiler, SQL, database) per queryset, compiled on this thread's first call."""
+        from django.db.models.query import ValuesListIterable
+
+        cached = getattr(self.local, "compiled", None)  # per thread: each has its own connection
+        if cached is None:
+            cached = []
+            for qs, params in zip(self.build(*ids), ids, strict=True):
+                if qs.query.select_related or qs.query.annotations or qs.query.extra or qs._prefetch_related_lookups:
+                    raise ValueError("_Reads takes querysets of plain rows")
+                compiler = qs.query.get_compiler(connection=connection)
+                sql, got = compiler.as_sql()
+                if list(got) != list(params):
+                    raise ValueError(f"_Reads: expected the parameters {params}, got {got}")
+                cached.append((qs._iterable_class is ValuesListIterable, compiler, sql, qs.db))
+            self.local.compiled = cached
+        return cached
+
+    def __call__(self, *ids: list[Any]) -> list[list[Any]]:
+        import psycopg
+
+        if connection.vendor != "postgresql":
+            return [list(qs) for qs in self.build(*ids)]
+        with connection.cursor() as cursor:
+            if not isinstance(cursor.cursor, psycopg.ClientCursor):
+                return [list(qs) for qs in self.build(*ids)]
+            compiled = self._compiled(ids)
+            statements = [
+                cursor.cursor.mogrify(sql, params) for (_, _, sql, _), params in zip(compiled, ids, strict=True)
+            ]
+            cursor.execute("; ".join(statements))
+            results: list[list[Any]] = []
+            for index, (values, compiler, _sql, db) in enumerate(compiled):
+                if index:
+                    cursor.nextset()
+                rows = compiler.results_iter(results=[cursor.fetchall()], tuple_expected=True)
+                if values:
+                    results.append(list(rows))
+                    continue
+                # What ModelIterable does for a queryset without related selections or annotations.
+                select_fields = compiler.klass_info["select_fields"]
+                start, end = select_fields[0], select_fields[-1] + 1
+                names = [column[0].target.attname for column in compiler.select[start:end]]
+                model = compiler.klass_info["model"]
+                results.append([model.from_db(db, names, row[start:end]) for row in rows])
+        return results
+
+
+# transition_decide's reads: the locks in the order every governance write takes them (rollout, request, its
+# approvals), then the approving roles; the same statements _locked_request, the approvals query and
+# approver_config run.
+_decide_reads = _Reads(
+    lambda rollout, request, approvals, roles: (
+        Rollout.objects.select_for_update().filter(pk=rollout[0]),
+        TransitionRequest.objects.select_for_update().filter(pk=request[0]),
+        TransitionApproval.objects.select_for_update().filter(request_id=approvals[0], voided_at__isnull=True),
+        approving_role_rows(roles[0]),
+    )
+)
+
+
 def _locked_request(request: TransitionRequest) -> tuple[Rollout, TransitionRequest]:
     # Always the rollout row first, then the request: the order every governance write uses.
     rollout = _lock(request.rollout_id)
@@ -251,12 +330,21 @@ def transition_decide(
     ``version`` is the request's state the decider was shown (``request_version``).
     """
     role = str(role)
-    rollout, request = _locked_request(request)
+    # The locks in the order every governance write takes them (rollout, request, its approvals), and the
+    # approving roles, in one round trip (_Reads): the same statements as _locked_request and below.
+    rollouts, requests, current, role_rows = _decide_reads(
+        [request.rollout_id], [request.pk], [request.pk], [request.rollout_id]
+    )
+    if not rollouts or not requests:
+        raise (Rollout if not rollouts else TransitionRequest).DoesNotExist("The request or its rollout is gone.")
+    rollout, request = rollouts[0], requests[0]
+    request.rollout = rollout
+    for approval in current:
+        approval.request = request
     if not request.is_pending:
         raise RequestClosed(f"Request #{request.pk} is {request.get_status_display().lower()}; it takes no decisions.")
-    current = list(request.approvals.select_for_update().filter(voided_at__isnull=True))
     _check_request_version(request, current, version)
-    required = approver_config(rollout)[request.target]
+    required = approver_config_from(role_rows)[request.target]
     if role not in required:
         raise RoleNotRequired(
             f"{ROLE_LABELS.get(role, role)} does not approve the move into {target_label(request.target)}.",
@@ -285,7 +373,8 @@ def transition_decide(
     )
     reason = comment.strip() or f"{ROLE_LABELS[role]} {decision}s request #{request.pk}"
     try:
-        with transaction.atomic():
+        # No savepoint (two round trips): on an IntegrityError the whole decision is refused and rolled back.
+        with transaction.atomic(savepoint=False):
             save_tracked(
                 approval, action=f"transition.{decision}", actor=actor, reason=reason, audit_extra=_auth_extra(auth)
             )
