@@ -378,7 +378,7 @@ def _grow(users, n: int):
 PAGE_QUERIES = {
     # Session, user, permissions and the ledger-alert banner come first on every page.
     # Lists are keyset pages (rollout.tables): no COUNT(*) before the rows.
-    "/": 12,
+    "/": 10,
     "/compliance/retention/": 13,
     "/compliance/jobs/": 9,
     "/compliance/records/": 7,

@@ -174,8 +174,8 @@ def test_the_request_page_with_evidence_runs_a_fixed_number_of_queries(
     req = TransitionRequest.objects.select_related("rollout").get(pk=req.pk)  # as the page reads it
     with django_assert_num_queries(9):
         transition_evidence(req)
-    # The request page's own reads and gates (eleven), plus the nine of the evidence.
-    with django_assert_num_queries(20):
+    # The request page's own reads and gates (nine), plus the nine of the evidence.
+    with django_assert_num_queries(18):
         page = client.get(req.get_absolute_url())
     assert page.status_code == 200
     assert page.content.decode().count("<li data-incident=") == n // 2 + 1

@@ -310,21 +310,21 @@ def test_request_rollout_list_and_home_pages_run_a_fixed_number_of_queries(
     complete_readiness(rollout, users[ADMIN])
     req = _grow(rollout, users, n)
     client = client_for(Role.SRE_LEAD)
-    # Every page includes the ledger-alert banner: one indexed query. The request page: 18, plus the nine of the
+    # Every page includes the ledger-alert banner: one indexed query. The request page: 16, plus the nine of the
     # evidence panel (tests/governance/test_evidence.py).
-    with django_assert_num_queries(27):
+    with django_assert_num_queries(25):
         assert client.get(req.get_absolute_url()).status_code == 200
     # Keyset pages (rollout.tables): no COUNT(*) before the rows.
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(7):
         assert client.get(f"/rollouts/{rollout.slug}/transitions/").status_code == 200
     # Home: "My work" and the compliance panel (open reviews).
-    with django_assert_num_queries(13):
+    with django_assert_num_queries(11):
         assert client.get("/").status_code == 200
     # The rollout page carries the rollout core, the evaluations panel (triggers, GA gate) and governance's panels
     # (sign-offs and transitions; legal hold and latest daily delta report), and the phases' activity periods. The
     # panels read the active phase, open incidents and success criteria the page prefetched, and the recent changes
     # are one query over every tracked model; the plan's version is hashed from what the page loaded.
-    with django_assert_num_queries(33):
+    with django_assert_num_queries(31):
         assert client.get(rollout.get_absolute_url()).status_code == 200
 
 

@@ -220,11 +220,11 @@ def test_rollout_page_makes_a_fixed_number_of_queries_at_two_sizes(
     _add_notes(users, 1)
     url = _url("detail")
     client.get(url)  # the session's first request
-    with django_assert_num_queries(32):
+    with django_assert_num_queries(30):
         assert client.get(url).status_code == 200
     _grow(users, n_rollouts=3, n_tenants=12)
     _add_notes(users, 8)
-    with django_assert_num_queries(32):
+    with django_assert_num_queries(30):
         response = client.get(url)
     history = response.context["d"].history
     assert len(history) == 10
