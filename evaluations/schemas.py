@@ -37,7 +37,12 @@ class StrictFloatField(serializers.FloatField):
     def to_internal_value(self, data: Any) -> float:
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
-        if not math.isfinite(data):
+        try:
+            # A JSON integer past float's range (10**400) raises rather than becoming infinity.
+            finite = math.isfinite(data)
+        except OverflowError:
+            finite = False
+        if not finite:
             self.fail("finite")
         return super().to_internal_value(data)
 

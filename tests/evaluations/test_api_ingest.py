@@ -288,6 +288,7 @@ def test_chunked_body_on_a_server_that_cannot_end_it_is_411(api, canary, client)
         ({"phase": "staging"}, "/runs/0/phase", "not a valid choice"),
         ({"metrics": {"task_success_rate": 1.5}}, "/runs/0/metrics/task_success_rate", "less than or equal to 1"),
         ({"metrics": {"latency_p95_ms": "fast"}}, "/runs/0/metrics/latency_p95_ms", "A number is required"),
+        ({"metrics": {"latency_p95_ms": 10**400}}, "/runs/0/metrics/latency_p95_ms", "must be finite"),
         ({"conversations": True}, "/runs/0/conversations", "An integer is required"),
         ({"started_at": "2026-01-01T00:00:00"}, "/runs/0/started_at", "UTC offset"),
         ({"run_id": "has spaces/and slashes"}, "/runs/0/run_id", "does not match"),
