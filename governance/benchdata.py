@@ -88,7 +88,7 @@ def _ledger(rng: random.Random, count: int, start: dt.datetime, end: dt.datetime
         return 0
     with transaction.atomic():
         ledger.lock_ledger()
-        sequence, prev_hash, last_at = ledger._last()
+        sequence, prev_hash, last_at = ledger.chain._last()
         if last_at is not None:
             start = max(start, last_at)
             end = max(end, start)

@@ -56,7 +56,7 @@ def test_the_csv_export_is_csv_row_over_the_records_with_jsonb_text_in_the_json_
     expected = io.StringIO()
     writer = csv.writer(expected, lineterminator="\n")
     writer.writerow(ledger.RECORD_FIELDS)
-    for record in ledger._records(AuditEvent.objects.all(), 100):
+    for record in ledger.canonical.records_of(AuditEvent.objects.all(), 100):
         row = ledger.csv_row(record)
         for index, text in zip(JSON_INDEXES, jsonb[record["sequence"]], strict=True):
             assert row[index] == ("" if text is None else ledger.csv_escape(ledger.canonical_json(json.loads(text))))
@@ -70,7 +70,7 @@ def test_the_csv_export_is_csv_row_over_the_records_with_jsonb_text_in_the_json_
 @pytest.mark.postgres
 def test_the_jsonl_export_holds_the_canonical_records_in_ascii_lines():
     _tricky_entries()
-    records = list(ledger._records(AuditEvent.objects.all(), 100))
+    records = list(ledger.canonical.records_of(AuditEvent.objects.all(), 100))
     lines = _export("jsonl").split("\n")
     assert lines[-1] == ""
     assert [json.loads(line) for line in lines[:-1]] == records
@@ -117,8 +117,10 @@ def test_filters_reach_the_server_as_parameters_and_an_empty_filter_exports_no_r
 def test_the_python_writers_serve_what_the_server_cannot_and_agree_on_the_records():
     _tricky_entries()
     distinct = AuditEvent.objects.filter(sequence__lte=5).distinct()
-    assert not ledger._plain_filter(distinct)
+    assert not ledger.exporting._plain_filter(distinct)
     lines = _export("jsonl", distinct, chunk_size=2).splitlines()
-    assert lines == [ledger.canonical_json(r) for r in list(ledger._records(AuditEvent.objects.all(), 100))[:5]]
+    assert lines == [
+        ledger.canonical_json(r) for r in list(ledger.canonical.records_of(AuditEvent.objects.all(), 100))[:5]
+    ]
     text = _export("csv", distinct, chunk_size=2)
     assert text.startswith(ledger.CSV_HEADER) and len(list(csv.reader(io.StringIO(text)))) == 6

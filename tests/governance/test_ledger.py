@@ -466,9 +466,9 @@ def test_the_servers_payload_text_is_the_canonical_json_of_every_entry(db, monke
         for r in ledger.database_records()
     ]
     assert len(expected) >= len(TRICKY_TEXTS) * len(TRICKY_JSON)
-    assert list(ledger._database_payloads(7)) == expected
-    monkeypatch.setattr(ledger, "_JSON_MEMO_SIZE", 2)  # the memo of before/after texts forgets and refills
-    assert list(ledger._database_payloads(50_000)) == expected
+    assert list(ledger.verifying._database_payloads(7)) == expected
+    monkeypatch.setattr(ledger.verifying, "_JSON_MEMO_SIZE", 2)  # the memo of before/after texts forgets and refills
+    assert list(ledger.verifying._database_payloads(50_000)) == expected
     assert ledger.verify_database().ok
 
 
@@ -498,13 +498,14 @@ def _breaks(entries):
 def test_ranges_verified_apart_and_joined_give_the_one_pass_result(name, entries):
     """``_verify_parallel`` verifies sequence ranges in separate processes and joins them with ``_join_ranges``:
     for any break and wherever the ranges split the ledger (empty ranges too), the result is the one-pass one."""
-    expected = ledger._verify(iter(entries), canonical=str)
+    expected = ledger.verifying._verify(iter(entries), canonical=str)
     for cuts in itertools.chain(itertools.combinations(range(0, 13), 1), itertools.combinations(range(0, 13), 2)):
         bounds = [0, *cuts, 13]
         ranges = [
-            ledger._verify_range(e for e in entries if low < e[0] <= high) for low, high in itertools.pairwise(bounds)
+            ledger.verifying._verify_range(e for e in entries if low < e[0] <= high)
+            for low, high in itertools.pairwise(bounds)
         ]
-        assert ledger._join_ranges(ranges) == expected, (name, cuts)
+        assert ledger.verifying._join_ranges(ranges) == expected, (name, cuts)
 
 
 @pytest.mark.postgres
@@ -529,10 +530,10 @@ def test_the_ledger_verified_in_processes_is_the_one_pass_result(db, monkeypatch
             enable_ledger_guard()
     expected = ledger.verify(ledger.database_records())
     assert expected.ok is (tamper is None)
-    monkeypatch.setattr(ledger, "_PARALLEL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(ledger.verifying, "_PARALLEL_MIN_ENTRIES", 0)
     forks = []
-    fork_range = ledger._fork_range
-    monkeypatch.setattr(ledger, "_fork_range", lambda *args: forks.append(args) or fork_range(*args))
+    fork_range = ledger.verifying._fork_range
+    monkeypatch.setattr(ledger.verifying, "_fork_range", lambda *args: forks.append(args) or fork_range(*args))
     for workers in (2, 3, 5):
         assert ledger.verify_database(chunk_size=4, workers=workers) == expected
     assert len(forks) == 1 + 2 + 4
