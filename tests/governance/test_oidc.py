@@ -190,6 +190,8 @@ def test_a_user_whose_claims_map_to_no_role_sees_only_the_page_saying_so(client,
     page = client.get("/no-role/")
     assert page.status_code == 403
     assert "none of your groups at Test IdP maps to a role" in page.content.decode()
+    nav = page.content.decode().split('<nav class="navbar', 1)[1].split("</nav>", 1)[0]
+    assert 'class="nav-link"' not in nav and "Log out" in nav  # no links that would only lead back here
     assert client.post("/logout/").status_code == 302
     assert client.get("/").status_code == 302  # logged out: to the login page
     assert client.get("/").url.startswith("/login/")
