@@ -183,6 +183,13 @@ def test_rollout_page_panel_shows_streaks_thresholds_and_open_incidents(viewer, 
     html = viewer.get(f"/rollouts/{canary.slug}/").content.decode()
     assert 'id="open-incidents"' in html and "Automatic rollback in Canary (internal QA): guardrail trigger" in html
     assert "No active phase: not evaluated." in html
+    # The trigger that fired says so while its incident is open; the other was not evaluated (not "clear").
+    guardrail, latency = (
+        html.split(f'data-trigger="{key}"', 1)[1].split("</strong>", 1)[1][:80] for key in ("guardrail", "latency")
+    )
+    assert guardrail.startswith('<span class="badge text-bg-danger">fired</span>')
+    assert latency.startswith('<span class="badge text-bg-secondary">not evaluated</span>')
+    assert 'data-trigger="guardrail" data-streak="0"' in html
 
 
 def test_criteria_edit_is_for_rollout_admins_and_goes_through_the_service(client_for, canary):
