@@ -288,6 +288,9 @@ def _outputs(stamp: int) -> int:
 
 
 def _analyze() -> int:
+    """What autovacuum does soon after a bulk load: statistics, and (outside a transaction: VACUUM cannot run in
+    one) the visibility map, without which an index-only scan (the export manifest's count, a keyset page) visits
+    the heap for every row of a table that was just loaded."""
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("ANALYZE" if connection.in_atomic_block else "VACUUM (ANALYZE)")
     return 0
