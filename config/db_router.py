@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # Who may do what is never read with lag: a role taken away is gone on the next page, replica or not.
 PRIMARY_ONLY_APPS = frozenset({"auth", "contenttypes", "sessions", "axes"})
@@ -56,7 +57,7 @@ def reads_from_replica(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def stream_from_replica(chunks: Iterator[str], *, ready: Callable[[str], bool]) -> Iterator[str]:
+def stream_from_replica(chunks: Iterator[T], *, ready: Callable[[str], bool]) -> Iterator[T]:
     """Iterate ``chunks`` (a streamed response body) with reads on the replica, once ``ready(alias)`` says the
     replica holds what the stream must contain; after ``DATABASE_REPLICA_WAIT_SECONDS`` without that, on the
     primary. A stream is consumed after its view returned, so the view's own ``replica_reads()`` is over."""

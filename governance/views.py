@@ -343,7 +343,7 @@ def audit_export(request: HttpRequest) -> HttpResponse:
     # every entry the manifest covers.
     through = event.after["through_sequence"]
     chunks = stream_from_replica(
-        ledger.export_chunks(queryset, fmt, manifest=manifest.of_export(event)),
+        ledger.export_bytes(queryset, fmt, manifest=manifest.of_export(event)),
         ready=lambda alias: selectors.ledger_holds(through, using=alias),
     )
     response = StreamingHttpResponse(chunks, content_type=EXPORT_TYPES[fmt])

@@ -45,6 +45,7 @@ from .exporting import (
     csv_escape,
     csv_row,
     csv_unescape,
+    export_bytes,
     export_chunks,
     file_records,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "csv_unescape",
     "database_records",
     "entry_hash",
+    "export_bytes",
     "export_chunks",
     "file_records",
     "format_at",
