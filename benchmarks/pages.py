@@ -47,7 +47,7 @@ def seed(**sizes: int) -> dict:
     return {"runs": result.runs, "ledger": result.ledger, "outputs": result.outputs, "seed_seconds": result.seconds}
 
 
-def _maintenance(sql: str) -> None:
+def maintenance(sql: str) -> None:
     """CREATE/DROP DATABASE, from the server's maintenance database (autocommit)."""
     import psycopg
 
@@ -69,12 +69,12 @@ def copy_of_database() -> Iterator[str]:
     source = connection.settings_dict["NAME"]
     name = f"{source}_small"
     connection.close()  # a template database must have no other connection
-    _maintenance(f'DROP DATABASE IF EXISTS "{name}"')
-    _maintenance(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    maintenance(f'DROP DATABASE IF EXISTS "{name}"')
+    maintenance(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
     try:
         yield name
     finally:
-        _maintenance(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        maintenance(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def query_counts(paths: list[str], headers: dict[str, str]) -> list[int]:

@@ -14,27 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 from django.db import connection
 
-from .pages import database_url
+from .pages import database_url, maintenance
 from .rows import Row, alternate, row
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _admin(statement: str) -> None:
-    """CREATE/DROP DATABASE, from the maintenance database (they cannot run inside the database they copy)."""
-    s = connection.settings_dict
-    with psycopg.connect(
-        host=s["HOST"] or "127.0.0.1",
-        port=s["PORT"] or 5432,
-        user=s["USER"],
-        password=s["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    ) as admin:
-        admin.execute(statement)
 
 
 def _start(name: str) -> float:
@@ -55,7 +40,7 @@ def run(args) -> dict:
     name = connection.settings_dict["NAME"]
     empty, fresh = f"{name}_empty", f"{name}_fresh"
     connection.close()
-    _admin(f'CREATE DATABASE "{empty}" TEMPLATE "{name}"')
+    maintenance(f'CREATE DATABASE "{empty}" TEMPLATE "{name}"')
     try:
         entries = max(1000, int(1_000_000 * args.scale))
         seeded = seed_bench(runs=0, ledger_entries=entries, outputs=0)
@@ -63,15 +48,15 @@ def run(args) -> dict:
         connection.close()
 
         def reference() -> float:
-            _admin(f'CREATE DATABASE "{fresh}" TEMPLATE "{empty}"')
+            maintenance(f'CREATE DATABASE "{fresh}" TEMPLATE "{empty}"')
             try:
                 return _start(fresh)
             finally:
-                _admin(f'DROP DATABASE IF EXISTS "{fresh}"')
+                maintenance(f'DROP DATABASE IF EXISTS "{fresh}"')
 
         measured, references = alternate(args.repeats, lambda: _start(name), reference)
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{empty}"')
+        maintenance(f'DROP DATABASE IF EXISTS "{empty}"')
     rows: list[Row] = [
         row(
             "P13",
